@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/genai-gateway/genai-gateway/cluster"
+	"github.com/genai-gateway/genai-gateway/config"
+	"github.com/genai-gateway/genai-gateway/limiter"
+	"github.com/genai-gateway/genai-gateway/proxy"
+)
+
+// App is one replica: proxy server, operator server, limiter and (optionally) cluster
+// node, all owned here. Several Apps can run in one process (no package state).
+type App struct {
+	cfg config.Config
+	log zerolog.Logger
+	reg *prometheus.Registry
+
+	node    *cluster.Node  // nil when the cluster is disabled
+	store   *cluster.Store // the node's store, or a local one
+	limiter *limiter.Limiter
+	proxy   *proxy.Proxy
+
+	proxySrv, metricsSrv *http.Server
+	proxyLn, metricsLn   net.Listener
+
+	errc         chan error
+	shutdownOnce sync.Once
+	shutdownErr  error
+	wg           sync.WaitGroup
+}
+
+// NewApp builds a replica from a validated config; nothing listens until Start.
+func NewApp(cfg config.Config, log zerolog.Logger) (*App, error) {
+	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), errc: make(chan error, 2)}
+	a.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	replicas := func() int { return 1 }
+	var ready func() bool
+	if cfg.Cluster.Enabled {
+		key, err := cfg.Cluster.Key()
+		if err != nil {
+			return nil, fmt.Errorf("cluster.secret_key: %w", err)
+		}
+		name := cfg.Cluster.NodeName
+		if name == "" {
+			name, _ = os.Hostname()
+		}
+		node, err := cluster.New(cluster.Config{
+			NodeName:       name,
+			Bind:           cfg.Cluster.Bind,
+			Advertise:      cfg.Cluster.Advertise,
+			Join:           cfg.Cluster.Join,
+			SecretKey:      key,
+			GossipInterval: cfg.Cluster.GossipInterval,
+		}, log.With().Str("component", "cluster").Logger(), a.reg)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		a.node = node
+		a.store = node.Store()
+		replicas = node.LiveReplicas
+		ready = node.Ready
+	} else {
+		a.store = cluster.NewStore(localReplicaID(), time.Now)
+	}
+
+	lim, err := limiter.New(limiterPolicy(cfg.RateLimit), a.store, limiter.Options{
+		Now:      time.Now,
+		Replicas: replicas,
+	}, log.With().Str("component", "limiter").Logger(), a.reg)
+	if err != nil {
+		return nil, fmt.Errorf("limiter: %w", err)
+	}
+	a.limiter = lim
+
+	px, err := proxy.New(proxyConfig(cfg, ready), lim, log.With().Str("component", "proxy").Logger(), a.reg)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	a.proxy = px
+	return a, nil
+}
+
+// Start opens both listeners, starts the cluster node and serves. It returns once the
+// listeners are open, so the caller may read ProxyAddr and MetricsAddr.
+func (a *App) Start() error {
+	var err error
+	if a.metricsLn, err = net.Listen("tcp", a.cfg.MetricsListen); err != nil {
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
+	if a.proxyLn, err = net.Listen("tcp", a.cfg.Listen); err != nil {
+		_ = a.metricsLn.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	if a.node != nil {
+		if err := a.node.Start(); err != nil {
+			_ = a.metricsLn.Close()
+			_ = a.proxyLn.Close()
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
+
+	errLog := newStdLogger(a.log.With().Str("component", "http").Logger())
+	a.proxySrv = &http.Server{
+		Handler:           a.proxy,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          errLog,
+	}
+	a.metricsSrv = &http.Server{
+		Handler:           a.operatorMux(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          errLog,
+	}
+	a.serve(a.proxySrv, a.proxyLn)
+	a.serve(a.metricsSrv, a.metricsLn)
+	return nil
+}
+
+func (a *App) serve(srv *http.Server, ln net.Listener) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case a.errc <- err:
+			default:
+			}
+		}
+	}()
+}
+
+// operatorMux serves /metrics, /cluster, /usage and /debug/pprof/.
+func (a *App) operatorMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.Handle("GET /usage", a.limiter.UsageHandler())
+	if a.node != nil {
+		mux.Handle("GET /cluster", a.node.Handler())
+	} else {
+		mux.HandleFunc("GET /cluster", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"node":"","replica_id":"","enabled":false,"members":[],"keys":%d}`+"\n", a.store.Len())
+		})
+	}
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	return mux
+}
+
+// Reload applies a new configuration's rate limits without a restart. Other keys
+// (listeners, upstreams, cluster) need a restart; Reload says so in the log.
+func (a *App) Reload(next config.Config) error {
+	if err := a.limiter.SetPolicy(limiterPolicy(next.RateLimit)); err != nil {
+		return fmt.Errorf("rate_limit: %w", err)
+	}
+	if next.Listen != a.cfg.Listen || next.MetricsListen != a.cfg.MetricsListen ||
+		fmt.Sprint(next.Upstreams) != fmt.Sprint(a.cfg.Upstreams) ||
+		fmt.Sprint(next.Cluster) != fmt.Sprint(a.cfg.Cluster) {
+		a.log.Warn().Msg("reload applies rate_limit only; listen, upstreams and cluster changes need a restart")
+	}
+	return nil
+}
+
+// Errors reports a server that stopped serving by itself.
+func (a *App) Errors() <-chan error { return a.errc }
+
+// ProxyAddr is the proxy listener's address (useful with port 0).
+func (a *App) ProxyAddr() string { return a.proxyLn.Addr().String() }
+
+// MetricsAddr is the operator listener's address.
+func (a *App) MetricsAddr() string { return a.metricsLn.Addr().String() }
+
+// Shutdown drains: /readyz turns 503, the proxy stops accepting and waits for requests
+// and streams in flight (bounded by ctx), the node leaves the cluster, then the operator
+// server stops. It is idempotent.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.shutdownOnce.Do(func() {
+		var errs []error
+		if a.proxy != nil {
+			a.proxy.SetDraining()
+		}
+		if a.proxySrv != nil {
+			dctx, cancel := context.WithTimeout(ctx, a.cfg.DrainTimeout)
+			if err := a.proxySrv.Shutdown(dctx); err != nil {
+				errs = append(errs, fmt.Errorf("drain proxy: %w", err))
+				_ = a.proxySrv.Close()
+			}
+			cancel()
+		}
+		if a.node != nil {
+			if err := a.node.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("leave cluster: %w", err))
+			}
+		}
+		if a.metricsSrv != nil {
+			if err := a.metricsSrv.Shutdown(ctx); err != nil {
+				_ = a.metricsSrv.Close()
+			}
+		}
+		a.wg.Wait()
+		if a.proxy != nil {
+			a.proxy.Close()
+		}
+		a.shutdownErr = errors.Join(errs...)
+	})
+	return a.shutdownErr
+}
+
+// localReplicaID names this process's counter slot when the cluster is disabled.
+func localReplicaID() string {
+	host, _ := os.Hostname()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return host + "/" + hex.EncodeToString(b[:])
+}
+
+// limiterPolicy converts the config's rate_limit section.
+func limiterPolicy(rl config.RateLimit) limiter.Policy {
+	conv := func(in []config.Limit) []limiter.Limit {
+		out := make([]limiter.Limit, 0, len(in))
+		for _, l := range in {
+			out = append(out, limiter.Limit{
+				Name: l.Name, Metric: limiter.Metric(l.Metric), Limit: l.Limit,
+				Window: l.Window, Models: l.Models,
+			})
+		}
+		return out
+	}
+	p := limiter.Policy{Enabled: rl.Enabled, MissingUser: rl.MissingUser, Limits: conv(rl.Limits)}
+	if len(rl.Overrides) > 0 {
+		p.Overrides = make(map[string][]limiter.Limit, len(rl.Overrides))
+		for user, ls := range rl.Overrides {
+			p.Overrides[user] = conv(ls)
+		}
+	}
+	return p
+}
+
+// proxyConfig converts the config's proxy-facing keys.
+func proxyConfig(cfg config.Config, ready func() bool) proxy.Config {
+	ups := make([]proxy.Upstream, 0, len(cfg.Upstreams))
+	for _, u := range cfg.Upstreams {
+		ups = append(ups, proxy.Upstream{
+			Name: u.Name, URL: u.URL, Models: u.Models, APIKey: u.APIKey.Value(), Timeout: u.Timeout,
+		})
+	}
+	return proxy.Config{
+		Upstreams:    ups,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		UserHeader:   cfg.RateLimit.UserHeader,
+		MaxUsers:     cfg.Metrics.MaxUsers,
+		Ready:        ready,
+	}
+}

@@ -1,0 +1,299 @@
+// Command genai-gateway runs one replica of the gateway: an HTTP proxy in front of
+// OpenAI-compatible model endpoints that meters tokens per user and model, exports
+// Prometheus metrics and enforces token rate limits that hold across a cluster of
+// replicas joined with memberlist.
+//
+// Usage:
+//
+//	genai-gateway [--config FILE] [flags]      run a replica
+//	genai-gateway check-config --config FILE   validate a file (exit 0, or 2 with every problem)
+//	genai-gateway healthcheck [--url URL]      exit 0 when URL answers 200 (container healthchecks)
+//	genai-gateway sleep SECONDS                pause (Kubernetes preStop in images without a shell)
+//	genai-gateway --version | --help
+//
+// This package is the only one that reads the process environment, parses flags or
+// handles signals; it wires config, proxy, limiter and cluster together.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/genai-gateway/genai-gateway/config"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitError  = 1
+	exitConfig = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code.
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "check-config":
+			return checkConfig(args[1:], environ, stdout, stderr)
+		case "healthcheck":
+			return healthcheck(args[1:], stderr)
+		case "sleep":
+			return sleepCmd(args[1:], stderr)
+		case "version":
+			fmt.Fprintln(stdout, versionString())
+			return exitOK
+		}
+	}
+
+	fs := newFlagSet("genai-gateway", stderr)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		return exitConfig
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "genai-gateway: unknown command %q (see --help)\n", fs.Arg(0))
+		return exitConfig
+	}
+
+	path := configPath(fs, environ)
+	cfg, warnings, err := config.Load(path, environ, fs)
+	if err != nil {
+		fmt.Fprintf(stderr, "genai-gateway: invalid configuration:\n%v\n", err)
+		return exitConfig
+	}
+	log := newLogger(cfg.Log, stderr)
+	for _, w := range warnings {
+		log.Warn().Msg(w)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	app, err := NewApp(cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("start-up failed")
+		return exitError
+	}
+	if err := app.Start(); err != nil {
+		log.Error().Err(err).Msg("start-up failed")
+		_ = app.Shutdown(context.Background())
+		return exitError
+	}
+	log.Info().Str("version", versionString()).Str("listen", app.ProxyAddr()).
+		Str("metrics_listen", app.MetricsAddr()).Msg("genai-gateway serving")
+
+	// SIGHUP reloads the file: rate limits are replaced without a restart.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	for {
+		select {
+		case <-hup:
+			next, _, err := config.Load(path, environ, fs)
+			if err != nil {
+				log.Error().Err(err).Msg("reload refused: invalid configuration; keeping the running one")
+				continue
+			}
+			if err := app.Reload(next); err != nil {
+				log.Error().Err(err).Msg("reload failed")
+				continue
+			}
+			log.Info().Msg("configuration reloaded")
+		case err := <-app.Errors():
+			log.Error().Err(err).Msg("server failed")
+			_ = app.Shutdown(context.Background())
+			return exitError
+		case <-ctx.Done():
+			stop()
+			log.Info().Dur("drain_timeout", cfg.DrainTimeout).Msg("shutting down: draining requests and streams")
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+10*time.Second)
+			err := app.Shutdown(sctx)
+			cancel()
+			if err != nil {
+				log.Error().Err(err).Msg("shutdown incomplete")
+				return exitError
+			}
+			log.Info().Msg("stopped")
+			return exitOK
+		}
+	}
+}
+
+// newFlagSet returns the flag set of the gateway, with the config flags registered.
+func newFlagSet(name string, stderr io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config.RegisterFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `genai-gateway %s: an LLM gateway that meters tokens and enforces cluster-wide rate limits.
+
+Usage:
+  genai-gateway [--config FILE] [flags]      run a replica
+  genai-gateway check-config --config FILE   validate a config file (exit 0, or 2 listing every problem)
+  genai-gateway healthcheck [--url URL]      exit 0 when URL answers 200 (for container healthchecks)
+  genai-gateway sleep SECONDS                pause (Kubernetes preStop without a shell)
+  genai-gateway --version
+
+Every key of the file can be set from the environment as GENAI_GATEWAY_<KEY_PATH>
+(for example GENAI_GATEWAY_RATE_LIMIT_ENABLED=true). Precedence: flag > environment > file > default.
+
+Flags:
+%s`, versionString(), fs.FlagUsages())
+	}
+	return fs
+}
+
+// configPath is --config, else GENAI_GATEWAY_CONFIG.
+func configPath(fs *pflag.FlagSet, environ []string) string {
+	if f := fs.Lookup("config"); f != nil && f.Changed {
+		return f.Value.String()
+	}
+	if v, ok := lookupEnv(environ, "GENAI_GATEWAY_CONFIG"); ok {
+		return v
+	}
+	if f := fs.Lookup("config"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+func lookupEnv(environ []string, key string) (string, bool) {
+	for i := len(environ) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(environ[i], "="); ok && k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// checkConfig validates a file and prints every problem with its key.
+func checkConfig(args, environ []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("genai-gateway check-config", stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitOK
+		}
+		return exitConfig
+	}
+	path := configPath(fs, environ)
+	if fs.NArg() == 1 && path == "" {
+		path = fs.Arg(0)
+	}
+	_, warnings, err := config.Load(path, environ, fs)
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n", displayPath(path))
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if line != "" {
+				fmt.Fprintf(stderr, "  %s\n", line)
+			}
+		}
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "%s: configuration is valid\n", displayPath(path))
+	return exitOK
+}
+
+func displayPath(p string) string {
+	if p == "" {
+		return "(built-in defaults)"
+	}
+	return p
+}
+
+// healthcheck exits 0 when the URL answers 200; for images without curl.
+func healthcheck(args []string, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("genai-gateway healthcheck", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080/healthz", "URL that must answer 200")
+	timeout := fs.Duration("timeout", 3*time.Second, "time limit")
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Get(*url)
+	if err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return exitError
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "healthcheck: %s answered %d\n", *url, resp.StatusCode)
+		return exitError
+	}
+	return exitOK
+}
+
+// sleepCmd pauses for a number of seconds or a Go duration.
+func sleepCmd(args []string, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: genai-gateway sleep SECONDS|DURATION")
+		return exitConfig
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil {
+		n, err2 := strconv.ParseFloat(args[0], 64)
+		if err2 != nil || n < 0 {
+			fmt.Fprintf(stderr, "sleep: invalid duration %q\n", args[0])
+			return exitConfig
+		}
+		d = time.Duration(n * float64(time.Second))
+	}
+	time.Sleep(d)
+	return exitOK
+}
+
+// versionString is the module version and VCS revision from the build info.
+func versionString() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "genai-gateway (unknown version)"
+	}
+	v := info.Main.Version
+	var rev, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "-dirty"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	out := "genai-gateway " + v
+	if rev != "" {
+		out += " (" + rev + modified + ")"
+	}
+	return out + " " + info.GoVersion
+}
