@@ -44,7 +44,7 @@
 package mock
 
 import (
-	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -69,7 +69,7 @@ const maxBody = 64 << 20
 type handler struct {
 	opts Options
 	seq  atomic.Uint64 // request sequence, for unique ids
-	bufs sync.Pool     // *bytes.Buffer for request and response bodies
+	bufs sync.Pool     // *[]byte for request and response bodies
 }
 
 // NewHandler returns an http.Handler serving the mock OpenAI API described
@@ -80,7 +80,10 @@ func NewHandler(opts Options) http.Handler {
 		opts.Now = time.Now
 	}
 	h := &handler{opts: opts}
-	h.bufs.New = func() any { return bytes.NewBuffer(make([]byte, 0, 4096)) }
+	h.bufs.New = func() any {
+		b := make([]byte, 0, 4096)
+		return &b
+	}
 	return h
 }
 
@@ -124,18 +127,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	buf := h.bufs.Get().(*bytes.Buffer)
-	defer h.putBuf(buf)
-	buf.Reset()
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1)); err != nil {
+	p := h.getBuf()
+	body, err := readBody(r.Body, *p)
+	if err != nil {
+		h.putBuf(p, body)
+		if errors.Is(err, errTooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", "Request body too large.")
+			return
+		}
 		writeError(w, http.StatusBadRequest, "invalid_request_error", "", "", "Could not read the request body.")
 		return
 	}
-	if buf.Len() > maxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request_error", "", "", "Request body too large.")
-		return
-	}
-	req, err := decode(buf.Bytes())
+	req, err := decode(body)
+	// decode copies what it keeps, so the buffer can serve the response.
+	h.putBuf(p, body)
 	if err != nil {
 		writeBadRequest(w, err)
 		return
@@ -143,11 +148,50 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	serve(w, r, req)
 }
 
-// putBuf returns a buffer to the pool unless it grew too large to keep.
-func (h *handler) putBuf(b *bytes.Buffer) {
-	if b.Cap() <= 1<<20 {
-		h.bufs.Put(b)
+// errTooLarge is returned by readBody for bodies over maxBody.
+var errTooLarge = errors.New("request body too large")
+
+// readBody reads all of r into b[:0], growing it as needed, up to maxBody.
+func readBody(r io.Reader, b []byte) ([]byte, error) {
+	b = b[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > maxBody {
+			return b, errTooLarge
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
 	}
+}
+
+// getBuf takes a byte buffer from the pool; give it back with putBuf.
+func (h *handler) getBuf() *[]byte {
+	return h.bufs.Get().(*[]byte)
+}
+
+// putBuf returns a buffer to the pool, keeping b (the buffer's possibly
+// grown contents) unless it grew too large to be worth keeping.
+func (h *handler) putBuf(p *[]byte, b []byte) {
+	if cap(b) > 1<<20 {
+		return
+	}
+	*p = b[:0]
+	h.bufs.Put(p)
+}
+
+// quotedID appends a fresh quoted identifier with the given prefix.
+func (h *handler) quotedID(b []byte, prefix string) []byte {
+	b = append(b, '"')
+	b = h.nextID(b, prefix)
+	return append(b, '"')
 }
 
 // nextID returns a fresh identifier with the given prefix, unique within

@@ -1,0 +1,205 @@
+package mock
+
+import (
+	"net/http"
+)
+
+// fingerprint is the system_fingerprint of every chat and completions body.
+const fingerprint = "fp_mockllm"
+
+// chat serves POST /v1/chat/completions.
+func (h *handler) chat(w http.ResponseWriter, r *http.Request, req *request) {
+	n, err := req.completionWords()
+	if err != nil {
+		writeBadRequest(w, err)
+		return
+	}
+	prompt, err := chatPromptWords(req.Messages)
+	if err != nil {
+		writeBadRequest(w, err)
+		return
+	}
+	if req.Stream {
+		h.chatStream(w, r, req, prompt, n)
+		return
+	}
+	t := h.newTimer()
+	if !h.wait(r, t, n) {
+		return
+	}
+
+	p := h.getBuf()
+	b := (*p)[:0]
+	b = append(b, `{"id":`...)
+	b = h.quotedID(b, "chatcmpl-mock")
+	b = append(b, `,"object":"chat.completion","created":`...)
+	b = appendInt(b, h.opts.Now().Unix())
+	b = append(b, `,"model":`...)
+	b = appendString(b, req.Model)
+	b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":"`...)
+	b = appendWords(b, n)
+	b = append(b, `","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}]`...)
+	if !h.opts.NoUsage {
+		b = append(b, ',')
+		b = appendChatUsage(b, prompt, n)
+	}
+	b = append(b, `,"service_tier":"default","system_fingerprint":"`+fingerprint+`"}`+"\n"...)
+	writeJSON(w, http.StatusOK, b)
+	h.putBuf(p, b)
+}
+
+// chatStream sends a chat completion as SSE chunks, one per word.
+func (h *handler) chatStream(w http.ResponseWriter, r *http.Request, req *request, prompt, n int64) {
+	withUsage := req.includeUsage() && !h.opts.NoUsage
+
+	// Every chunk starts the same way; build that prefix once.
+	prefix := make([]byte, 0, 192+len(req.Model))
+	prefix = append(prefix, `data: {"id":`...)
+	prefix = h.quotedID(prefix, "chatcmpl-mock")
+	prefix = append(prefix, `,"object":"chat.completion.chunk","created":`...)
+	prefix = appendInt(prefix, h.opts.Now().Unix())
+	prefix = append(prefix, `,"model":`...)
+	prefix = appendString(prefix, req.Model)
+	prefix = append(prefix, `,"service_tier":"default","system_fingerprint":"`+fingerprint+`","choices":[`...)
+	end := "}\n\n"
+	if withUsage {
+		end = `,"usage":null}` + "\n\n"
+	}
+
+	s := newSSE(w)
+	t := h.newTimer()
+	b := make([]byte, 0, 512)
+	for i := int64(1); i <= n; i++ {
+		if !h.wait(r, t, 1) {
+			return
+		}
+		b = append(b[:0], prefix...)
+		b = append(b, `{"index":0,"delta":{`...)
+		if i == 1 {
+			b = append(b, `"role":"assistant",`...)
+		}
+		b = append(b, `"content":"`...)
+		b = appendWord(b, i)
+		b = append(b, `"},"logprobs":null,"finish_reason":null}]`...)
+		b = append(b, end...)
+		if !s.send(b) {
+			return
+		}
+	}
+	b = append(b[:0], prefix...)
+	if n == 0 {
+		b = append(b, `{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"stop"}]`...)
+	} else {
+		b = append(b, `{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]`...)
+	}
+	b = append(b, end...)
+	if !s.send(b) {
+		return
+	}
+	if withUsage {
+		b = append(b[:0], prefix...)
+		b = append(b, "],"...)
+		b = appendChatUsage(b, prompt, n)
+		b = append(b, "}\n\n"...)
+		if !s.send(b) {
+			return
+		}
+	}
+	s.send([]byte("data: [DONE]\n\n"))
+}
+
+// completions serves POST /v1/completions (the legacy text API).
+func (h *handler) completions(w http.ResponseWriter, r *http.Request, req *request) {
+	n, err := req.completionWords()
+	if err != nil {
+		writeBadRequest(w, err)
+		return
+	}
+	counts, err := textInputs(req.Prompt, "prompt")
+	if err != nil {
+		writeBadRequest(w, err)
+		return
+	}
+	var prompt int64
+	for _, c := range counts {
+		prompt += c
+	}
+	if req.Stream {
+		h.completionsStream(w, r, req, prompt, n)
+		return
+	}
+	t := h.newTimer()
+	if !h.wait(r, t, n) {
+		return
+	}
+
+	p := h.getBuf()
+	b := (*p)[:0]
+	b = append(b, `{"id":`...)
+	b = h.quotedID(b, "cmpl-mock")
+	b = append(b, `,"object":"text_completion","created":`...)
+	b = appendInt(b, h.opts.Now().Unix())
+	b = append(b, `,"model":`...)
+	b = appendString(b, req.Model)
+	b = append(b, `,"choices":[{"text":"`...)
+	b = appendWords(b, n)
+	b = append(b, `","index":0,"logprobs":null,"finish_reason":"stop"}]`...)
+	if !h.opts.NoUsage {
+		b = append(b, ',')
+		b = appendChatUsage(b, prompt, n)
+	}
+	b = append(b, `,"system_fingerprint":"`+fingerprint+`"}`+"\n"...)
+	writeJSON(w, http.StatusOK, b)
+	h.putBuf(p, b)
+}
+
+// completionsStream sends a text completion as SSE chunks, one per word.
+func (h *handler) completionsStream(w http.ResponseWriter, r *http.Request, req *request, prompt, n int64) {
+	withUsage := req.includeUsage() && !h.opts.NoUsage
+
+	prefix := make([]byte, 0, 160+len(req.Model))
+	prefix = append(prefix, `data: {"id":`...)
+	prefix = h.quotedID(prefix, "cmpl-mock")
+	prefix = append(prefix, `,"object":"text_completion","created":`...)
+	prefix = appendInt(prefix, h.opts.Now().Unix())
+	prefix = append(prefix, `,"model":`...)
+	prefix = appendString(prefix, req.Model)
+	prefix = append(prefix, `,"system_fingerprint":"`+fingerprint+`","choices":[`...)
+	end := "}\n\n"
+	if withUsage {
+		end = `,"usage":null}` + "\n\n"
+	}
+
+	s := newSSE(w)
+	t := h.newTimer()
+	b := make([]byte, 0, 512)
+	for i := int64(1); i <= n; i++ {
+		if !h.wait(r, t, 1) {
+			return
+		}
+		b = append(b[:0], prefix...)
+		b = append(b, `{"text":"`...)
+		b = appendWord(b, i)
+		b = append(b, `","index":0,"logprobs":null,"finish_reason":null}]`...)
+		b = append(b, end...)
+		if !s.send(b) {
+			return
+		}
+	}
+	b = append(b[:0], prefix...)
+	b = append(b, `{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}]`...)
+	b = append(b, end...)
+	if !s.send(b) {
+		return
+	}
+	if withUsage {
+		b = append(b[:0], prefix...)
+		b = append(b, "],"...)
+		b = appendChatUsage(b, prompt, n)
+		b = append(b, "}\n\n"...)
+		if !s.send(b) {
+			return
+		}
+	}
+	s.send([]byte("data: [DONE]\n\n"))
+}
