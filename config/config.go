@@ -1,0 +1,193 @@
+// Package config defines the gateway's configuration: its types and built-in
+// defaults, loading from a YAML file, the environment and command-line flags
+// (including the flags and variables of the original Rust genai-gateway), and
+// validation that reports every problem at once, each naming its key.
+//
+// The package reads nothing from the process: the environment and the flag
+// set are passed to Load, so two configurations can be loaded side by side in
+// one test process.
+package config
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of one gateway replica. The zero value is
+// not useful; start from Default or Load.
+type Config struct {
+	// Listen is the proxy's listen address, host:port (":8080").
+	Listen string `yaml:"listen" json:"listen" mapstructure:"listen"`
+	// MetricsListen is the operator port serving /metrics, /cluster,
+	// /usage and /debug/pprof (":9090").
+	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen" mapstructure:"metrics_listen"`
+	// Log configures the process logger.
+	Log Log `yaml:"log" json:"log" mapstructure:"log"`
+	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes" json:"max_body_bytes" mapstructure:"max_body_bytes"`
+	// DrainTimeout bounds how long shutdown waits for requests and streams
+	// in flight.
+	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout" mapstructure:"drain_timeout"`
+	// Metrics configures the traffic metrics.
+	Metrics Metrics `yaml:"metrics" json:"metrics" mapstructure:"metrics"`
+	// Upstreams are the model endpoints; the first whose models match a
+	// request's model serves it, and unmetered paths go to the first.
+	Upstreams []Upstream `yaml:"upstreams" json:"upstreams" mapstructure:"upstreams"`
+	// RateLimit configures per-user rate limiting.
+	RateLimit RateLimit `yaml:"rate_limit" json:"rate_limit" mapstructure:"rate_limit"`
+	// Cluster configures membership and counter replication between replicas.
+	Cluster Cluster `yaml:"cluster" json:"cluster" mapstructure:"cluster"`
+}
+
+// Log configures the process logger.
+type Log struct {
+	// Level is one of trace, debug, info, warn, error ("info").
+	Level string `yaml:"level" json:"level" mapstructure:"level"`
+	// Format is json or console ("json").
+	Format string `yaml:"format" json:"format" mapstructure:"format"`
+}
+
+// Metrics configures the traffic metrics.
+type Metrics struct {
+	// MaxUsers caps the distinct values of the `user` label; later users are
+	// counted as "other" (10000).
+	MaxUsers int `yaml:"max_users" json:"max_users" mapstructure:"max_users"`
+}
+
+// Upstream is one OpenAI-compatible endpoint.
+type Upstream struct {
+	// Name identifies the upstream in metrics and logs; unique, not empty.
+	Name string `yaml:"name" json:"name" mapstructure:"name"`
+	// URL is the base URL, http or https, such as "https://api.openai.com".
+	URL string `yaml:"url" json:"url" mapstructure:"url"`
+	// Models are path.Match glob patterns of the models served; empty means
+	// every model.
+	Models []string `yaml:"models" json:"models" mapstructure:"models"`
+	// APIKey, when set, replaces the client's Authorization header.
+	APIKey Secret `yaml:"api_key" json:"api_key" mapstructure:"api_key"`
+	// Timeout bounds a whole request to this upstream, streaming included (10m).
+	Timeout time.Duration `yaml:"timeout" json:"timeout" mapstructure:"timeout"`
+}
+
+// RateLimit configures per-user rate limiting.
+type RateLimit struct {
+	// Enabled turns limiting on (false).
+	Enabled bool `yaml:"enabled" json:"enabled" mapstructure:"enabled"`
+	// UserHeader names the request header holding the user ("user"). It is
+	// also the source of the metrics' `user` label, limiting on or off.
+	UserHeader string `yaml:"user_header" json:"user_header" mapstructure:"user_header"`
+	// MissingUser is "reject" (400, the default) or "anonymous" (one shared
+	// bucket named "anonymous").
+	MissingUser string `yaml:"missing_user" json:"missing_user" mapstructure:"missing_user"`
+	// Limits apply to each user separately.
+	Limits []Limit `yaml:"limits" json:"limits" mapstructure:"limits"`
+	// Overrides maps a user name (case kept) to limits that replace the
+	// default limit of the same name, or add one. After Load every entry is
+	// complete: fields it leaves out are inherited from the default limit of
+	// the same name.
+	Overrides map[string][]Limit `yaml:"overrides" json:"overrides" mapstructure:"overrides"`
+}
+
+// Limit is one rate limit, counted per user over a sliding window.
+type Limit struct {
+	// Name identifies the limit; unique within Limits and within a user's
+	// overrides.
+	Name string `yaml:"name" json:"name" mapstructure:"name"`
+	// Metric is one of prompt_tokens, completion_tokens, total_tokens, requests.
+	Metric string `yaml:"metric" json:"metric" mapstructure:"metric"`
+	// Limit is the most a user may use within Window; > 0.
+	Limit int64 `yaml:"limit" json:"limit" mapstructure:"limit"`
+	// Window is the sliding window, a whole number of milliseconds; > 0.
+	Window time.Duration `yaml:"window" json:"window" mapstructure:"window"`
+	// Models are glob patterns of the models the limit applies to; empty
+	// means every model.
+	Models []string `yaml:"models" json:"models" mapstructure:"models"`
+}
+
+// Cluster configures membership and counter replication between replicas.
+type Cluster struct {
+	// Enabled turns clustering on (false: one replica alone).
+	Enabled bool `yaml:"enabled" json:"enabled" mapstructure:"enabled"`
+	// NodeName must be unique in the cluster; empty means the host name.
+	NodeName string `yaml:"node_name" json:"node_name" mapstructure:"node_name"`
+	// Bind is the gossip address, host:port ("0.0.0.0:7946").
+	Bind string `yaml:"bind" json:"bind" mapstructure:"bind"`
+	// Advertise is the host:port peers use to reach this node; optional.
+	Advertise string `yaml:"advertise" json:"advertise" mapstructure:"advertise"`
+	// Join lists peers as host:port or DNS name:port (every A record).
+	Join []string `yaml:"join" json:"join" mapstructure:"join"`
+	// SecretKey is base64 of 16, 24 or 32 bytes; when set, gossip is
+	// encrypted and other packets are refused. See Key.
+	SecretKey Secret `yaml:"secret_key" json:"secret_key" mapstructure:"secret_key"`
+	// GossipInterval is how often changes are gossiped (100ms).
+	GossipInterval time.Duration `yaml:"gossip_interval" json:"gossip_interval" mapstructure:"gossip_interval"`
+}
+
+// Metric names a Limit may count.
+const (
+	MetricPromptTokens     = "prompt_tokens"
+	MetricCompletionTokens = "completion_tokens"
+	MetricTotalTokens      = "total_tokens"
+	MetricRequests         = "requests"
+)
+
+// Values of RateLimit.MissingUser.
+const (
+	MissingUserReject    = "reject"
+	MissingUserAnonymous = "anonymous"
+)
+
+const (
+	defaultUpstreamName    = "openai"
+	defaultUpstreamURL     = "https://api.openai.com"
+	defaultUpstreamTimeout = 10 * time.Minute
+)
+
+// Default returns the built-in configuration: proxy on :8080, operator port
+// on :9090, one upstream https://api.openai.com serving every model, rate
+// limiting off, clustering off. Each call returns a fresh value that shares
+// no memory with any other.
+func Default() Config {
+	return Config{
+		Listen:        ":8080",
+		MetricsListen: ":9090",
+		Log:           Log{Level: "info", Format: "json"},
+		MaxBodyBytes:  10 << 20,
+		DrainTimeout:  30 * time.Second,
+		Metrics:       Metrics{MaxUsers: 10000},
+		Upstreams:     []Upstream{defaultUpstream(defaultUpstreamURL)},
+		RateLimit: RateLimit{
+			UserHeader:  "user",
+			MissingUser: MissingUserReject,
+		},
+		Cluster: Cluster{
+			Bind:           "0.0.0.0:7946",
+			GossipInterval: 100 * time.Millisecond,
+		},
+	}
+}
+
+// defaultUpstream is the upstream named "openai" at url serving every model.
+func defaultUpstream(url string) Upstream {
+	return Upstream{Name: defaultUpstreamName, URL: url, Timeout: defaultUpstreamTimeout}
+}
+
+// Key returns the decoded cluster.secret_key, or nil when it is empty. The
+// error names the key and never contains the secret.
+func (c Cluster) Key() ([]byte, error) {
+	s := strings.TrimSpace(c.SecretKey.Value())
+	if s == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.secret_key: not valid base64 (%v)", err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("cluster.secret_key: decodes to %d bytes, want 16, 24 or 32", len(key))
+}

@@ -1,0 +1,276 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate checks c and returns every problem found, joined with
+// errors.Join (one per line when printed), or nil. Each message starts with
+// the key it concerns, such as "upstreams[1].url: ..." or
+// "rate_limit.limits[0].metric: ...", and never contains a secret. Overrides
+// are checked as Load resolves them, so Validate gives the same answer for a
+// Config before and after resolution.
+func (c Config) Validate() error { return errors.Join(c.problems()...) }
+
+// problems lists every problem of c, each a *problem.
+func (c Config) problems() []error {
+	var p problems
+	p.hostPort("listen", c.Listen, false, true)
+	p.hostPort("metrics_listen", c.MetricsListen, false, true)
+	if c.Listen == c.MetricsListen && !strings.HasSuffix(c.Listen, ":0") {
+		p.add("metrics_listen", "must differ from listen (%s)", quote(c.Listen))
+	}
+	if !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, c.Log.Level) {
+		p.add("log.level", "must be one of trace, debug, info, warn, error; got %s", quote(c.Log.Level))
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		p.add("log.format", "must be json or console; got %s", quote(c.Log.Format))
+	}
+	if c.MaxBodyBytes <= 0 {
+		p.add("max_body_bytes", "must be > 0; got %d", c.MaxBodyBytes)
+	}
+	if c.DrainTimeout < 0 {
+		p.add("drain_timeout", "must be >= 0; got %s", c.DrainTimeout)
+	}
+	if c.Metrics.MaxUsers <= 0 {
+		p.add("metrics.max_users", "must be > 0; got %d", c.Metrics.MaxUsers)
+	}
+	p.upstreams(c.Upstreams)
+	p.rateLimit(c.RateLimit)
+	p.cluster(c.Cluster)
+	return p.errs
+}
+
+// problems collects *problem values.
+type problems struct{ errs []error }
+
+func (p *problems) add(key, format string, args ...any) {
+	p.errs = append(p.errs, &problem{key: key, msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *problems) upstreams(ups []Upstream) {
+	if len(ups) == 0 {
+		p.add("upstreams", "at least one upstream is required")
+	}
+	seen := map[string]int{}
+	for i, u := range ups {
+		key := fmt.Sprintf("upstreams[%d]", i)
+		switch j, dup := seen[u.Name]; {
+		case u.Name == "":
+			p.add(key+".name", "must not be empty")
+		case dup:
+			p.add(key+".name", "%s is already the name of upstreams[%d]", quote(u.Name), j)
+		default:
+			seen[u.Name] = i
+		}
+		if msg := checkURL(u.URL); msg != "" {
+			p.add(key+".url", "%s", msg)
+		}
+		p.globs(key+".models", u.Models)
+		if u.Timeout <= 0 {
+			p.add(key+".timeout", "must be > 0; got %s", u.Timeout)
+		}
+	}
+}
+
+// checkURL returns what is wrong with an upstream URL, or "". The message
+// never repeats the URL, which might hold credentials.
+func checkURL(s string) string {
+	if s == "" {
+		return "must not be empty"
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return fmt.Sprintf("not a valid URL: %v", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be an absolute http:// or https:// URL"
+	case u.Host == "" || u.Hostname() == "":
+		return "must include a host"
+	case u.User != nil:
+		return "must not hold credentials; use api_key"
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return "must not have a query or fragment"
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "port must be from 1 to 65535"
+		}
+	}
+	return ""
+}
+
+func (p *problems) rateLimit(rl RateLimit) {
+	if !isToken(rl.UserHeader) {
+		p.add("rate_limit.user_header", "must be an HTTP header name; got %s", quote(rl.UserHeader))
+	}
+	if rl.MissingUser != MissingUserReject && rl.MissingUser != MissingUserAnonymous {
+		p.add("rate_limit.missing_user", "must be reject or anonymous; got %s", quote(rl.MissingUser))
+	}
+	byName := map[string]int{}
+	for i, l := range rl.Limits {
+		key := fmt.Sprintf("rate_limit.limits[%d]", i)
+		p.limit(key, l)
+		if j, dup := byName[l.Name]; dup && l.Name != "" {
+			p.add(key+".name", "%s is already the name of rate_limit.limits[%d]", quote(l.Name), j)
+		} else if !dup {
+			byName[l.Name] = i
+		}
+	}
+	resolved := resolveOverrides(rl.Limits, rl.Overrides)
+	users := make([]string, 0, len(resolved))
+	for u := range resolved {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	for _, user := range users {
+		ukey := mapKey("rate_limit.overrides", user)
+		if user == "" {
+			p.add(ukey, "user name must not be empty")
+		}
+		names := map[string]int{}
+		for i, l := range resolved[user] {
+			key := fmt.Sprintf("%s[%d]", ukey, i)
+			if _, ok := byName[l.Name]; !ok && l.Name != "" && (l.Metric == "" || l.Limit == 0 || l.Window == 0) {
+				p.add(key, "no limit named %s in rate_limit.limits to inherit from, so metric, limit and window must all be set", quote(l.Name))
+				continue
+			}
+			p.limit(key, l)
+			if j, dup := names[l.Name]; dup && l.Name != "" {
+				p.add(key+".name", "%s is already the name of %s[%d]", quote(l.Name), ukey, j)
+			} else if !dup {
+				names[l.Name] = i
+			}
+		}
+	}
+}
+
+// limit checks one complete limit at key.
+func (p *problems) limit(key string, l Limit) {
+	if l.Name == "" {
+		p.add(key+".name", "must not be empty")
+	}
+	switch l.Metric {
+	case MetricPromptTokens, MetricCompletionTokens, MetricTotalTokens, MetricRequests:
+	default:
+		p.add(key+".metric", "must be one of prompt_tokens, completion_tokens, total_tokens, requests; got %s", quote(l.Metric))
+	}
+	if l.Limit <= 0 {
+		p.add(key+".limit", "must be > 0; got %d", l.Limit)
+	}
+	switch {
+	case l.Window <= 0:
+		p.add(key+".window", "must be > 0; got %s", l.Window)
+	case l.Window%time.Millisecond != 0:
+		p.add(key+".window", "must be a whole number of milliseconds; got %s", l.Window)
+	}
+	p.globs(key+".models", l.Models)
+}
+
+// globs checks model patterns (path.Match syntax).
+func (p *problems) globs(key string, patterns []string) {
+	for i, g := range patterns {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		if g == "" {
+			p.add(k, "must not be empty")
+		} else if _, err := path.Match(g, ""); err != nil {
+			p.add(k, "%s is not a valid glob pattern (path.Match syntax)", quote(g))
+		}
+	}
+}
+
+func (p *problems) cluster(c Cluster) {
+	p.hostPort("cluster.bind", c.Bind, true, true)
+	if c.Advertise != "" {
+		p.hostPort("cluster.advertise", c.Advertise, true, false)
+	}
+	for i, j := range c.Join {
+		p.hostPort(fmt.Sprintf("cluster.join[%d]", i), j, true, false)
+	}
+	if _, err := c.Key(); err != nil {
+		key, msg, _ := strings.Cut(err.Error(), ": ")
+		p.add(key, "%s", msg)
+	}
+	if c.GossipInterval <= 0 {
+		p.add("cluster.gossip_interval", "must be > 0; got %s", c.GossipInterval)
+	}
+}
+
+// hostPort checks a host:port address. needHost refuses an empty host;
+// allowZero accepts port 0 (pick a free port, for listen addresses).
+func (p *problems) hostPort(key, addr string, needHost, allowZero bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.add(key, "must be host:port, as in \":8080\" or \"10.0.0.2:7946\"; got %s", quote(addr))
+		return
+	}
+	if needHost && host == "" {
+		p.add(key, "must name a host, as in \"0.0.0.0:7946\"; got %s", quote(addr))
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !allowZero) {
+		p.add(key, "port must be a number from 1 to 65535; got %s", quote(addr))
+	}
+}
+
+// isToken reports whether s is a valid HTTP header name (RFC 9110 token).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r >= 0x7f || r <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r) {
+			return false
+		}
+	}
+	return true
+}
+
+// resolveOverrides returns overrides with every entry complete: a field an
+// entry leaves out (empty metric, zero limit or window, nil models) is
+// inherited from the default limit of the same name. An entry naming no
+// default limit is kept as it is (Validate reports it when incomplete). The
+// result shares no slices with its inputs; nil stays nil.
+func resolveOverrides(limits []Limit, overrides map[string][]Limit) map[string][]Limit {
+	if overrides == nil {
+		return nil
+	}
+	out := make(map[string][]Limit, len(overrides))
+	for user, entries := range overrides {
+		resolved := make([]Limit, len(entries))
+		for i, o := range entries {
+			if j := slices.IndexFunc(limits, func(l Limit) bool { return l.Name == o.Name }); j >= 0 && o.Name != "" {
+				base := limits[j]
+				if o.Metric == "" {
+					o.Metric = base.Metric
+				}
+				if o.Limit == 0 {
+					o.Limit = base.Limit
+				}
+				if o.Window == 0 {
+					o.Window = base.Window
+				}
+				if o.Models == nil {
+					o.Models = base.Models
+				}
+			}
+			o.Models = slices.Clone(o.Models)
+			resolved[i] = o
+		}
+		out[user] = resolved
+	}
+	return out
+}
