@@ -1,0 +1,247 @@
+// Package limiter holds the rate-limit policy, the sliding-window arithmetic, admission and
+// settlement of genai-gateway.
+//
+// Each limit counts one metric per user in sliding windows made of two fixed windows aligned to
+// Unix time (see window.go). Admit checks every limit that applies to a request and, if all
+// admit it, reserves the estimate at once in the current fixed window of each; the returned
+// Reservation is settled to the true usage when the response ends. Counters live in a Store,
+// in a cluster the replicated CRDT store, so limits hold cluster-wide; near a limit the escrow
+// rule (escrow.go) bounds what replicas with stale views can admit together.
+//
+// The package imports no sibling package: it declares the Store it needs.
+package limiter
+
+import (
+	"errors"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// Store is what the limiter needs from the counter store; *cluster.Store satisfies it. Keys
+// are (limit name, user, window start in Unix ms, window size in ms). Both methods must be safe
+// for concurrent use and must not block for long: Admit calls them on the request path.
+type Store interface {
+	// Add adds delta to this replica's own slot of the key; delta may be negative.
+	Add(limit, user string, start, size, delta int64)
+	// Sum returns the cluster-wide total of the key as this replica sees it; it includes this
+	// replica's own adds at once.
+	Sum(limit, user string, start, size int64) int64
+}
+
+// Options are the limiter's optional dependencies and tunables.
+type Options struct {
+	// Now is the clock windows are computed from; nil = time.Now.
+	Now func() time.Time
+	// Replicas returns the number of live replicas sharing the counters, for the escrow rule
+	// near a limit; nil or a result <= 1 turns the rule off. It must be safe for concurrent
+	// use and cheap: Admit may call it while holding a per-user lock.
+	Replicas func() int
+	// EscrowThreshold is the fraction of a limit above which an admission must fit in this
+	// replica's share of the remaining (see escrowAllows in escrow.go). 0 means
+	// DefaultEscrowThreshold (0.8); a value >= 1 turns the rule off; a negative value applies it
+	// to every admission.
+	EscrowThreshold float64
+}
+
+// ErrMissingUser is returned by Admit for a request without a user when the policy's
+// MissingUser is "reject" (HTTP 400).
+var ErrMissingUser = errors.New("missing user: the request names no user and anonymous requests are refused")
+
+// stripes is the number of per-user locks that make check-and-reserve atomic on a replica.
+const stripes = 64
+
+// Limiter admits requests against a Policy and reserves their usage in a Store. All its
+// methods are safe for concurrent use.
+type Limiter struct {
+	policy   atomic.Pointer[compiled]
+	store    Store
+	now      func() time.Time
+	replicas func() int
+	theta    float64
+	metrics  *metrics
+	log      zerolog.Logger
+	seed     maphash.Seed
+	locks    [stripes]paddedMutex
+}
+
+// paddedMutex keeps neighbouring stripe locks off one cache line.
+type paddedMutex struct {
+	sync.Mutex
+	_ [56]byte
+}
+
+// New returns a Limiter enforcing p with counters in store. It registers its metrics on reg
+// (nil = not registered) and fails if p is invalid or the metrics cannot be registered.
+func New(p Policy, store Store, opts Options, log zerolog.Logger, reg prometheus.Registerer) (*Limiter, error) {
+	if store == nil {
+		return nil, errors.New("limiter: nil store")
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	l := &Limiter{
+		store:    store,
+		now:      opts.Now,
+		replicas: opts.Replicas,
+		theta:    opts.EscrowThreshold,
+		metrics:  m,
+		log:      log,
+		seed:     maphash.MakeSeed(),
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.theta == 0 {
+		l.theta = DefaultEscrowThreshold
+	}
+	if err := l.SetPolicy(p); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// SetPolicy validates p and swaps it in atomically (for a SIGHUP reload). Admissions in flight
+// finish under the policy they started with; reservations settle into the keys they reserved.
+// Counters are keyed by limit name and window, so a limit that keeps both keeps its usage. On
+// error the current policy stays. A disabled policy is not validated.
+func (l *Limiter) SetPolicy(p Policy) error {
+	c, err := compile(p, l.theta, l.metrics)
+	if err != nil {
+		return err
+	}
+	l.policy.Store(c)
+	l.log.Info().Bool("enabled", c.enabled).Int("limits", len(c.defaults)).
+		Int("overrides", len(c.overrides)).Msg("rate-limit policy loaded")
+	return nil
+}
+
+// Enabled reports whether the current policy limits anything.
+func (l *Limiter) Enabled() bool { return l.policy.Load().enabled }
+
+// Admit decides whether the request of user (the raw header value, "" when absent) for model
+// may go upstream and, if so, reserves its usage at once. It returns:
+//   - nil, nil when limiting is off or no limit applies (a nil Reservation settles to nothing);
+//   - nil, ErrMissingUser when user is "" and the policy rejects anonymous requests;
+//   - nil, *Rejection when a limit refuses it;
+//   - the Reservation otherwise, to be settled when the response ends.
+//
+// estimate returns the request's prompt tokens (nil counts as 0). It is called at most once,
+// before any lock is taken, and only when a prompt_tokens or total_tokens limit applies.
+// Check-and-reserve is atomic among the Admits of one Limiter for the same user; across
+// replicas the escrow rule bounds over-admission. Admit is safe for concurrent use.
+func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation, error) {
+	p := l.policy.Load()
+	if !p.enabled {
+		return nil, nil
+	}
+	if user == "" {
+		if !p.anonymous {
+			return nil, ErrMissingUser
+		}
+		user = AnonymousUser
+	}
+	limits := p.limitsFor(user)
+	var mask uint64 // bit i: limits[i] applies (i < 64; later ones are matched again below)
+	applies, needEst := false, false
+	for i, c := range limits {
+		if !c.matches(model) {
+			continue
+		}
+		if i < 64 {
+			mask |= 1 << i
+		}
+		applies = true
+		needEst = needEst || c.tokens
+	}
+	if !applies {
+		return nil, nil
+	}
+	var est int64
+	if needEst && estimate != nil {
+		est = max(estimate(), 0)
+	}
+
+	r := &Reservation{store: l.store, user: user}
+	r.entries = r.inline[:0]
+	var worst refusal
+	replicas := 0 // asked lazily
+	nowMs := l.now().UnixMilli()
+	mu := &l.locks[maphash.String(l.seed, user)%stripes]
+	mu.Lock()
+	for i, c := range limits {
+		if i < 64 && mask&(1<<i) == 0 || i >= 64 && !c.matches(model) {
+			continue
+		}
+		s := spanAt(nowMs, c.size)
+		cur := l.store.Sum(c.name, user, s.start, s.size)
+		prev := l.store.Sum(c.name, user, s.start-s.size, s.size)
+		used := slidingUsed(cur, prev, s)
+		need := c.need(est)
+		var kind refusalKind
+		target := int64(0) // the largest usage at which the request would fit
+		switch {
+		case c.metric == MetricCompletionTokens:
+			if used >= c.limit {
+				kind, target = refusedReached, c.limit-1
+			}
+		case need > c.limit:
+			kind = refusedTooLarge
+		case need > c.limit-used:
+			kind, target = refusedReached, c.limit-need
+		case c.escrow && used > c.escrowAt:
+			if replicas == 0 {
+				replicas = l.liveReplicas()
+			}
+			if replicas > 1 && !escrowAllows(c, used, need, replicas) {
+				kind, target = refusedShare, escrowTarget(c, need, replicas)
+				if target < 0 {
+					kind = refusedShareSize
+				}
+			}
+		}
+		if kind == 0 {
+			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: need})
+			continue
+		}
+		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, replicas: replicas}
+		if f.never() {
+			f.wait = c.window
+		} else {
+			ms, _ := waitFor(cur, prev, s, target)
+			f.wait = time.Duration(ms) * time.Millisecond
+		}
+		if worst.kind == 0 || f.worse(&worst) {
+			worst = f
+		}
+	}
+	if worst.kind == 0 {
+		for _, e := range r.entries {
+			if e.reserved != 0 {
+				l.store.Add(e.lim.name, user, e.start, e.lim.size, e.reserved)
+			}
+		}
+	}
+	mu.Unlock()
+	if worst.kind != 0 {
+		worst.lim.limited.Inc()
+		if worst.kind == refusedShare || worst.kind == refusedShareSize {
+			worst.lim.escrows.Inc()
+		}
+		return nil, worst.rejection(user)
+	}
+	return r, nil
+}
+
+// liveReplicas returns Options.Replicas(), or 1 without it.
+func (l *Limiter) liveReplicas() int {
+	if l.replicas == nil {
+		return 1
+	}
+	return l.replicas()
+}

@@ -1,0 +1,98 @@
+package limiter
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+func TestUsageHandler(t *testing.T) {
+	st := newMapStore()
+	p := policy(
+		Limit{"prompt-hourly", MetricPromptTokens, 1000, time.Hour, nil},
+		Limit{"total-minute", MetricTotalTokens, 20000, time.Minute, []string{"gpt-4o*"}},
+		Limit{"req-30s", MetricRequests, 60, 30 * time.Second, nil},
+	)
+	p.Overrides = map[string][]Limit{"alice": {{"prompt-hourly", MetricPromptTokens, 50000, time.Hour, nil}}}
+	now := t0 + 30*60_000 // half an hour into the hour
+	st.Add("prompt-hourly", "alice", t0, hour, 1234)
+	st.Add("prompt-hourly", "bob", t0-hour, hour, 2000) // previous hour, half of it still counts
+	l := newTest(t, p, st, Options{Now: newClock(now).Now})
+	srv := httptest.NewServer(l.UsageHandler())
+	defer srv.Close()
+
+	tests := []struct {
+		name       string
+		method     string
+		query      string
+		wantStatus int
+		wantBody   string
+	}{
+		{"alice", "GET", "?user=alice", 200,
+			`{"user":"alice","limits":[{"name":"prompt-hourly","metric":"prompt_tokens","window":"1h","limit":50000,"used":1234,"remaining":48766,"reset_seconds":5400},` +
+				`{"name":"total-minute","metric":"total_tokens","window":"1m","limit":20000,"used":0,"remaining":20000,"reset_seconds":0},` +
+				`{"name":"req-30s","metric":"requests","window":"30s","limit":60,"used":0,"remaining":60,"reset_seconds":0}]}`},
+		{"bob: over the limit, previous window", "GET", "?user=bob", 200,
+			`{"user":"bob","limits":[{"name":"prompt-hourly","metric":"prompt_tokens","window":"1h","limit":1000,"used":1000,"remaining":0,"reset_seconds":1800},` +
+				`{"name":"total-minute","metric":"total_tokens","window":"1m","limit":20000,"used":0,"remaining":20000,"reset_seconds":0},` +
+				`{"name":"req-30s","metric":"requests","window":"30s","limit":60,"used":0,"remaining":60,"reset_seconds":0}]}`},
+		{"missing user", "GET", "", 400,
+			`{"error":{"message":"missing query parameter user: GET /usage?user=NAME","type":"invalid_request_error","param":"user","code":null}}`},
+		{"empty user", "GET", "?user=", 400,
+			`{"error":{"message":"missing query parameter user: GET /usage?user=NAME","type":"invalid_request_error","param":"user","code":null}}`},
+		{"POST", "POST", "?user=alice", 405,
+			`{"error":{"message":"method POST not allowed on /usage","type":"invalid_request_error","param":null,"code":null}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, srv.URL+"/usage"+tt.query, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			var got, want any
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(tt.wantBody), &want); err != nil {
+				t.Fatal(err)
+			}
+			g, _ := json.Marshal(got)
+			w, _ := json.Marshal(want)
+			if string(g) != string(w) {
+				t.Errorf("body\ngot  %s\nwant %s", g, w)
+			}
+		})
+	}
+}
+
+func TestUsageAnonymousAndEmpty(t *testing.T) {
+	st := newMapStore()
+	p := policy(Limit{"r", MetricRequests, 5, time.Hour, nil})
+	p.MissingUser = MissingUserAnonymous
+	l := newTest(t, p, st, Options{Now: newClock(t0).Now})
+	if _, err := l.Admit("", "m", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"", AnonymousUser} {
+		if got := l.Usage(user); len(got) != 1 || got[0].Used != 1 {
+			t.Errorf("Usage(%q) = %+v, want the anonymous bucket with used 1", user, got)
+		}
+	}
+	l2 := newTest(t, policy(Limit{"r", MetricRequests, 5, time.Hour, nil}), st, Options{})
+	if got := l2.Usage(""); got == nil || len(got) != 0 {
+		t.Errorf("Usage(\"\") when anonymous is refused = %#v, want an empty non-nil list", got)
+	}
+}
