@@ -223,9 +223,6 @@ func (a *App) Shutdown(ctx context.Context) error {
 			}
 		}
 		a.wg.Wait()
-		if a.proxy != nil {
-			a.proxy.Close()
-		}
 		a.shutdownErr = errors.Join(errs...)
 	})
 	return a.shutdownErr

@@ -67,6 +67,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "genai-gateway: %v (see --help)\n", err)
 		return exitConfig
 	}
 	if *showVersion {
@@ -78,7 +79,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 
-	path := configPath(fs, environ)
+	path := config.FilePath(environ, fs)
 	cfg, warnings, err := config.Load(path, environ, fs)
 	if err != nil {
 		fmt.Fprintf(stderr, "genai-gateway: invalid configuration:\n%v\n", err)
@@ -167,29 +168,6 @@ Flags:
 	return fs
 }
 
-// configPath is --config, else GENAI_GATEWAY_CONFIG.
-func configPath(fs *pflag.FlagSet, environ []string) string {
-	if f := fs.Lookup("config"); f != nil && f.Changed {
-		return f.Value.String()
-	}
-	if v, ok := lookupEnv(environ, "GENAI_GATEWAY_CONFIG"); ok {
-		return v
-	}
-	if f := fs.Lookup("config"); f != nil {
-		return f.Value.String()
-	}
-	return ""
-}
-
-func lookupEnv(environ []string, key string) (string, bool) {
-	for i := len(environ) - 1; i >= 0; i-- {
-		if k, v, ok := strings.Cut(environ[i], "="); ok && k == key {
-			return v, true
-		}
-	}
-	return "", false
-}
-
 // checkConfig validates a file and prints every problem with its key.
 func checkConfig(args, environ []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("genai-gateway check-config", stderr)
@@ -197,9 +175,10 @@ func checkConfig(args, environ []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "genai-gateway: %v (see --help)\n", err)
 		return exitConfig
 	}
-	path := configPath(fs, environ)
+	path := config.FilePath(environ, fs)
 	if fs.NArg() == 1 && path == "" {
 		path = fs.Arg(0)
 	}

@@ -66,7 +66,7 @@ func (h *handler) chatStream(w http.ResponseWriter, r *http.Request, req *reques
 		end = `,"usage":null}` + "\n\n"
 	}
 
-	s := newSSE(w)
+	s := newSSE(w, h.opts.TokenLatency > 0)
 	t := h.newTimer()
 	b := make([]byte, 0, 512)
 	for i := int64(1); i <= n; i++ {
@@ -115,14 +115,14 @@ func (h *handler) completions(w http.ResponseWriter, r *http.Request, req *reque
 		writeBadRequest(w, err)
 		return
 	}
-	counts, err := textInputs(req.Prompt, "prompt")
+	inputs, err := textInputs(req.Prompt, "prompt")
 	if err != nil {
 		writeBadRequest(w, err)
 		return
 	}
 	var prompt int64
-	for _, c := range counts {
-		prompt += c
+	for _, in := range inputs {
+		prompt += in.words
 	}
 	if req.Stream {
 		h.completionsStream(w, r, req, prompt, n)
@@ -170,7 +170,7 @@ func (h *handler) completionsStream(w http.ResponseWriter, r *http.Request, req 
 		end = `,"usage":null}` + "\n\n"
 	}
 
-	s := newSSE(w)
+	s := newSSE(w, h.opts.TokenLatency > 0)
 	t := h.newTimer()
 	b := make([]byte, 0, 512)
 	for i := int64(1); i <= n; i++ {

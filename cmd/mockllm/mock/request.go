@@ -144,10 +144,15 @@ func contentWords(raw json.RawMessage) (int64, error) {
 	return 0, errors.New("content must be a string or an array")
 }
 
+// textInput is one completions prompt or embeddings input.
+type textInput struct {
+	words int64  // its word count (a token array counts its length)
+	key   string // the text, or the raw JSON of a token array
+}
+
 // textInputs parses a completions prompt or an embeddings input: a string,
 // an array of strings, an array of token ids or an array of token-id arrays.
-// It returns the word count of each input (a token array counts its length).
-func textInputs(raw json.RawMessage, param string) ([]int64, error) {
+func textInputs(raw json.RawMessage, param string) ([]textInput, error) {
 	bad := &badRequest{
 		msg:   fmt.Sprintf("Invalid '%s': expected a string, an array of strings or an array of token arrays.", param),
 		param: param,
@@ -156,46 +161,60 @@ func textInputs(raw json.RawMessage, param string) ([]int64, error) {
 	case 0, 'n':
 		return nil, &badRequest{msg: fmt.Sprintf("Missing required parameter: '%s'.", param), param: param}
 	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
+		in, err := stringInput(raw)
+		if err != nil {
 			return nil, bad
 		}
-		return []int64{countWords(s)}, nil
+		return []textInput{in}, nil
 	case '[':
 		var items []json.RawMessage
 		if err := json.Unmarshal(raw, &items); err != nil {
 			return nil, bad
 		}
 		if len(items) > 0 && kind(items[0]) != '"' && kind(items[0]) != '[' {
-			// One array of token ids.
-			var toks []int64
-			if err := json.Unmarshal(raw, &toks); err != nil {
+			// A single array of token ids.
+			in, err := tokensInput(raw)
+			if err != nil {
 				return nil, bad
 			}
-			return []int64{int64(len(toks))}, nil
+			return []textInput{in}, nil
 		}
-		counts := make([]int64, len(items))
+		ins := make([]textInput, len(items))
 		for i, it := range items {
+			var err error
 			switch kind(it) {
 			case '"':
-				var s string
-				if err := json.Unmarshal(it, &s); err != nil {
-					return nil, bad
-				}
-				counts[i] = countWords(s)
+				ins[i], err = stringInput(it)
 			case '[':
-				var toks []int64
-				if err := json.Unmarshal(it, &toks); err != nil {
-					return nil, bad
-				}
-				counts[i] = int64(len(toks))
+				ins[i], err = tokensInput(it)
 			default:
+				err = bad
+			}
+			if err != nil {
 				return nil, bad
 			}
 		}
-		return counts, nil
+		return ins, nil
 	}
 	return nil, bad
+}
+
+// stringInput decodes a JSON string input.
+func stringInput(raw json.RawMessage) (textInput, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return textInput{}, err
+	}
+	return textInput{words: countWords(s), key: s}, nil
+}
+
+// tokensInput decodes a JSON array of token ids.
+func tokensInput(raw json.RawMessage) (textInput, error) {
+	var toks []int64
+	if err := json.Unmarshal(raw, &toks); err != nil {
+		return textInput{}, err
+	}
+	return textInput{words: int64(len(toks)), key: fmt.Sprint(toks)}, nil
 }
 
 // responsesInputWords counts the words of a Responses API input: a string,
