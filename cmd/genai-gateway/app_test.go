@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +38,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // startApp builds and starts an App from cfg, shut down in t.Cleanup.
-func startApp(t *testing.T, cfg config.Config) *App {
+func startApp(t testing.TB, cfg config.Config) *App {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
