@@ -25,6 +25,9 @@ import (
 	"github.com/genai-gateway/genai-gateway/proxy"
 )
 
+// leaveTimeout bounds the graceful leave from the cluster at shutdown.
+const leaveTimeout = 3 * time.Second
+
 // App is one replica: proxy server, operator server, limiter and (optionally) cluster
 // node, all owned here. Several Apps can run in one process (no package state).
 type App struct {
@@ -213,9 +216,13 @@ func (a *App) Shutdown(ctx context.Context) error {
 			cancel()
 		}
 		if a.node != nil {
-			if err := a.node.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("leave cluster: %w", err))
+			// Leaving is a courtesy that speeds up the others' view; when every replica
+			// stops at once nobody may acknowledge it, so it is bounded and never fatal.
+			lctx, cancel := context.WithTimeout(ctx, leaveTimeout)
+			if err := a.node.Shutdown(lctx); err != nil {
+				a.log.Warn().Err(err).Msg("left the cluster without acknowledgement")
 			}
+			cancel()
 		}
 		if a.metricsSrv != nil {
 			if err := a.metricsSrv.Shutdown(ctx); err != nil {
