@@ -1,0 +1,140 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/rs/zerolog"
+)
+
+const (
+	joinBackoffMin = 200 * time.Millisecond
+	joinBackoffMax = 10 * time.Second
+	resolveTimeout = 5 * time.Second
+	defaultPort    = 7946
+)
+
+// joinLoop joins the seeds of cfg.Join, retrying with backoff until another
+// member answers, and afterwards, every PushPullInterval, rejoins the seeds
+// when the node finds itself alone and retries one failed member (as serf
+// does), so partitions longer than memberlist's own dead-node gossip heal.
+// It returns at Shutdown.
+func (n *Node) joinLoop(ml *memberlist.Memberlist) {
+	defer n.wg.Done()
+	backoff := joinBackoffMin
+	joined := false
+	for {
+		wait := n.cfg.PushPullInterval
+		switch {
+		case len(n.cfg.Join) > 0 && (!joined || n.members.alive() <= 1):
+			if n.joinSeeds(ml) {
+				joined, backoff = true, joinBackoffMin
+				break
+			}
+			wait = backoff + rand.N(backoff/2)
+			backoff = min(2*backoff, joinBackoffMax)
+		default:
+			if dead := n.members.dead(); len(dead) > 0 {
+				addr := dead[rand.N(len(dead))]
+				if _, err := ml.Join([]string{addr}); err == nil {
+					n.log.Info().Str("address", addr).Msg("reconnected to failed member")
+				}
+			}
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// joinSeeds resolves every seed and joins them; it reports whether the node
+// now has another member.
+func (n *Node) joinSeeds(ml *memberlist.Memberlist) bool {
+	n.joinAttempts.Add(1)
+	addrs := n.resolveSeeds()
+	if len(addrs) == 0 {
+		return false
+	}
+	c, err := ml.Join(addrs)
+	if err != nil || n.members.alive() <= 1 {
+		n.log.Debug().Err(err).Strs("seeds", addrs).Msg("join cluster: no peer yet, retrying")
+		return false
+	}
+	n.log.Info().Int("contacted", c).Int("members", ml.NumMembers()).Msg("joined cluster")
+	return true
+}
+
+// resolveSeeds turns every Join entry into ip:port addresses, one per A
+// record of a DNS name. Entries without a port get 7946.
+func (n *Node) resolveSeeds() []string {
+	var out []string
+	for _, seed := range n.cfg.Join {
+		host, port, err := net.SplitHostPort(seed)
+		if err != nil {
+			host, port = seed, strconv.Itoa(defaultPort)
+		}
+		if net.ParseIP(host) != nil {
+			out = append(out, net.JoinHostPort(host, port))
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, resolveTimeout)
+		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		cancel()
+		if err != nil {
+			n.log.Debug().Err(err).Str("seed", seed).Msg("resolve join address")
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip, port))
+		}
+	}
+	return out
+}
+
+// resolveOne returns host if it is an IP, else its first address.
+func resolveOne(host string) (string, error) {
+	if net.ParseIP(host) != nil {
+		return host, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		return "", fmt.Errorf("resolve %q: %w", host, err)
+	}
+	return ips[0], nil
+}
+
+// logWriter turns memberlist's "[LEVEL] memberlist: text" lines into zerolog
+// events of the matching level.
+type logWriter struct{ log zerolog.Logger }
+
+func newStdLogger(l zerolog.Logger) *log.Logger {
+	return log.New(logWriter{l}, "", 0)
+}
+
+func (w logWriter) Write(p []byte) (int, error) {
+	msg := bytes.TrimSpace(p)
+	lvl := zerolog.InfoLevel
+	for _, l := range []struct {
+		tag string
+		lvl zerolog.Level
+	}{{"[DEBUG]", zerolog.DebugLevel}, {"[INFO]", zerolog.InfoLevel}, {"[WARN]", zerolog.WarnLevel}, {"[ERR]", zerolog.ErrorLevel}} {
+		if bytes.HasPrefix(msg, []byte(l.tag)) {
+			lvl, msg = l.lvl, bytes.TrimSpace(msg[len(l.tag):])
+			break
+		}
+	}
+	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	w.log.WithLevel(lvl).Msg(string(msg))
+	return len(p), nil
+}

@@ -1,0 +1,136 @@
+package cluster
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// forgetAfter is how long a dead or departed member stays listed (and, when
+// dead, is retried by the reconnect loop).
+const forgetAfter = 15 * time.Minute
+
+// Member is one cluster member as GET /cluster shows it.
+type Member struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	State   string `json:"state"` // alive | dead | left (memberlist reports no suspicion: see memberTable)
+}
+
+type memberRecord struct {
+	node  memberlist.Node // copied under memberlist's lock: its own may change under us
+	state memberlist.NodeStateType
+	since time.Time
+}
+
+// memberTable is the node's memberlist.EventDelegate: every member ever
+// seen, with dead and departed ones kept for forgetAfter. memberlist calls
+// it with its node lock held, so it never calls back into memberlist, and
+// copies each node then: the *Node that Members returns is memberlist's own
+// and races with its updates. memberlist reports no event for suspicion, so
+// a suspect member shows as alive until it is declared dead. Safe for
+// concurrent use.
+type memberTable struct {
+	mu    sync.Mutex
+	now   func() time.Time
+	nodes map[string]memberRecord
+}
+
+func (t *memberTable) set(n *memberlist.Node, state memberlist.NodeStateType) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.nodes[n.Name] = memberRecord{node: *n, state: state, since: t.now()}
+}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (t *memberTable) NotifyJoin(n *memberlist.Node) { t.set(n, memberlist.StateAlive) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (t *memberTable) NotifyUpdate(n *memberlist.Node) { t.set(n, memberlist.StateAlive) }
+
+// NotifyLeave implements memberlist.EventDelegate: n.State tells a
+// graceful leave (left) from a failure (dead).
+func (t *memberTable) NotifyLeave(n *memberlist.Node) {
+	state := memberlist.StateDead
+	if n.State == memberlist.StateLeft {
+		state = memberlist.StateLeft
+	}
+	t.set(n, state)
+}
+
+// alive counts members not known to be dead or gone (suspects count).
+func (t *memberTable) alive() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := 0
+	for _, r := range t.nodes {
+		if r.state == memberlist.StateAlive {
+			c++
+		}
+	}
+	return c
+}
+
+// dead returns the addresses of members that failed (not left) within
+// forgetAfter, forgetting older ones.
+func (t *memberTable) dead() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	now := t.now()
+	for name, r := range t.nodes {
+		if r.state == memberlist.StateAlive {
+			continue
+		}
+		if now.Sub(r.since) > forgetAfter {
+			delete(t.nodes, name)
+			continue
+		}
+		if r.state == memberlist.StateDead {
+			out = append(out, r.node.Address())
+		}
+	}
+	return out
+}
+
+// list returns every member sorted by name.
+func (t *memberTable) list() []Member {
+	t.mu.Lock()
+	out := make([]Member, 0, len(t.nodes))
+	for name, r := range t.nodes {
+		out = append(out, Member{Name: name, Address: r.node.Address(), State: stateName(r.state)})
+	}
+	t.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// peers returns copies of the alive members other than self.
+func (t *memberTable) peers(self string) []*memberlist.Node {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*memberlist.Node
+	for name, r := range t.nodes {
+		if name != self && r.state == memberlist.StateAlive {
+			n := r.node
+			out = append(out, &n)
+		}
+	}
+	return out
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateLeft:
+		return "left"
+	default:
+		return "dead"
+	}
+}
