@@ -213,6 +213,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("drain proxy: %w", err))
 				_ = a.proxySrv.Close()
 			}
+			if err := a.proxy.Wait(dctx); err != nil {
+				errs = append(errs, fmt.Errorf("drain proxy: %w", err))
+			}
 			cancel()
 		}
 		if a.node != nil {

@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// exchange is the record of one request: what the access log line and the
+// request metrics report when it ends. It is owned by the request's
+// goroutine.
+type exchange struct {
+	start        time.Time
+	route        string // metric route label: a metered path or "other"
+	method, path string // path only: a query string may hold credentials
+	model, user  string
+	upstream     string
+	metered      bool
+	status       int           // as sent to the client; 499 when it went away
+	ttft         time.Duration // first body byte of a 2xx response; -1 = none
+	prompt       int64
+	completion   int64
+	reason       string // upstream error reason label, "" = none
+	err          error  // logged; never holds header values
+	clientCtx    context.Context
+	upstreamCtx  context.Context
+}
+
+// reply answers the request with an error the gateway produced.
+func (p *Proxy) reply(w http.ResponseWriter, ex *exchange, e *apiError) {
+	ex.status = e.status
+	if ex.err == nil {
+		ex.err = e
+	}
+	writeAPIError(w, e)
+}
+
+// replyOrGone replies e unless the client has already gone (499, no body).
+func (p *Proxy) replyOrGone(w http.ResponseWriter, r *http.Request, ex *exchange, e *apiError) {
+	if err := r.Context().Err(); err != nil {
+		ex.status, ex.err = StatusClientClosedRequest, err
+		return
+	}
+	p.reply(w, ex, e)
+}
+
+// finish records the ended request in the metrics and the access log.
+func (p *Proxy) finish(ex *exchange) {
+	d := time.Since(ex.start)
+	if ex.status == 0 {
+		ex.status = http.StatusOK
+	}
+	if ex.reason != "" {
+		p.m.upstreamErrors.WithLabelValues(ex.upstream, ex.reason).Inc()
+	}
+	if ex.metered {
+		p.m.addTokens(ex.user, ex.model, ex.prompt, ex.completion)
+	}
+	ttft := -1.0
+	if ex.ttft >= 0 && ex.metered {
+		ttft = ex.ttft.Seconds()
+	}
+	p.m.request(ex.route, ex.model, ex.upstream, ex.status, d.Seconds(), ttft)
+
+	level := zerolog.InfoLevel
+	if ex.status >= 500 {
+		level = zerolog.WarnLevel
+	}
+	e := p.log.WithLevel(level)
+	if e == nil {
+		return
+	}
+	e = e.Str("method", ex.method).
+		Str("path", ex.path).
+		Str("model", ex.model).
+		Str("user", ex.user).
+		Str("upstream", ex.upstream).
+		Int("status", ex.status).
+		Int64("prompt_tokens", ex.prompt).
+		Int64("completion_tokens", ex.completion).
+		Float64("duration_ms", float64(d.Microseconds())/1000)
+	if ex.err != nil {
+		e = e.Str("error", ex.err.Error())
+	}
+	e.Msg("request")
+}

@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/genai-gateway/genai-gateway/limiter"
+)
+
+// StatusClientClosedRequest is the status recorded in metrics and logs when
+// the client went away before the response was complete (nginx's 499). It is
+// never written to the wire: there is nobody left to read it.
+const StatusClientClosedRequest = 499
+
+// Upstream error reasons, the `reason` label of
+// genai_gateway_upstream_errors_total.
+const (
+	reasonTimeout     = "timeout"
+	reasonUnreachable = "unreachable"
+	reasonBroken      = "broken"
+	reasonCanceled    = "canceled"
+)
+
+// OpenAI error types used by the errors the gateway produces itself.
+const (
+	typeInvalidRequest = "invalid_request_error"
+	typeServer         = "server_error"
+)
+
+// apiError is an error the gateway answers itself, in the OpenAI error shape
+// {"error":{"message":...,"type":...,"param":null,"code":...}}.
+type apiError struct {
+	status  int
+	typ     string
+	code    string // "" = JSON null
+	message string
+	header  http.Header // extra response headers (429); may be nil
+}
+
+func (e *apiError) Error() string { return e.message }
+
+// writeAPIError is the one place that writes an error body the gateway
+// produces. It never includes request headers, so no Authorization value or
+// API key can end up in it.
+func writeAPIError(w http.ResponseWriter, e *apiError) {
+	h := w.Header()
+	for k, v := range e.header {
+		h[k] = v
+	}
+	b := appendErrorBody(make([]byte, 0, 128+len(e.message)), e)
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	// The body is the gateway's own, plain JSON.
+	h.Del("Content-Encoding")
+	w.WriteHeader(e.status)
+	_, _ = w.Write(b)
+}
+
+// appendErrorBody appends the OpenAI-shaped JSON error body of e to b.
+func appendErrorBody(b []byte, e *apiError) []byte {
+	b = append(b, `{"error":{"message":`...)
+	b = gjson.AppendJSONString(b, e.message)
+	b = append(b, `,"type":`...)
+	b = gjson.AppendJSONString(b, e.typ)
+	b = append(b, `,"param":null,"code":`...)
+	if e.code == "" {
+		b = append(b, "null"...)
+	} else {
+		b = gjson.AppendJSONString(b, e.code)
+	}
+	return append(b, "}}\n"...)
+}
+
+// upstreamFailure maps an error of a request to an upstream to the status the
+// client gets and the reason label of the upstream error metric:
+// the client went away (499, canceled), the per-upstream deadline or a
+// network timeout (504, timeout), anything else before a response
+// (502, unreachable) or while reading the response body (502, broken).
+// clientCtx is the inbound request's context, upstreamCtx the one derived
+// from it for the upstream call.
+func upstreamFailure(clientCtx, upstreamCtx context.Context, err error, afterHeaders bool) (*apiError, string) {
+	switch {
+	case clientCtx.Err() != nil:
+		return nil, reasonCanceled
+	case errors.Is(upstreamCtx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
+		return &apiError{status: http.StatusGatewayTimeout, typ: typeServer, code: "upstream_timeout",
+			message: "The upstream server did not answer in time."}, reasonTimeout
+	case afterHeaders:
+		return &apiError{status: http.StatusBadGateway, typ: typeServer, code: "upstream_error",
+			message: "The upstream server broke off its response."}, reasonBroken
+	default:
+		return &apiError{status: http.StatusBadGateway, typ: typeServer, code: "upstream_unreachable",
+			message: "The upstream server could not be reached."}, reasonUnreachable
+	}
+}
+
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func errBadJSON() *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest,
+		message: "We could not parse the JSON body of your request. The OpenAI API expects a JSON payload, but what was sent was not valid JSON."}
+}
+
+func errMissingModel() *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest,
+		message: "You must provide a model parameter."}
+}
+
+func errUnknownModel(model string) *apiError {
+	return &apiError{status: http.StatusNotFound, typ: typeInvalidRequest, code: "model_not_found",
+		message: "The model `" + model + "` does not exist or you do not have access to it."}
+}
+
+func errTooLarge(limit int64) *apiError {
+	return &apiError{status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: "request_too_large",
+		message: "The request body is larger than the limit of " + strconv.FormatInt(limit, 10) + " bytes."}
+}
+
+func errMissingUser(header string) *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "missing_user",
+		message: "Missing the `" + header + "` header that identifies the user for rate limiting."}
+}
+
+func errNotFound(method, path string) *apiError {
+	return &apiError{status: http.StatusNotFound, typ: typeInvalidRequest,
+		message: "Invalid URL (" + method + " " + path + ")"}
+}
+
+func errInternal() *apiError {
+	return &apiError{status: http.StatusInternalServerError, typ: typeServer,
+		message: "The gateway failed to handle the request."}
+}
+
+// errRateLimited builds the SPEC's 429 for a limiter rejection: the OpenAI
+// error body with code rate_limit_exceeded, Retry-After (whole seconds,
+// rounded up, at least 1), retry-after-ms, and the x-ratelimit-* headers of
+// the limit that refused the request.
+func errRateLimited(r *limiter.Rejection) *apiError {
+	typ := r.Type
+	if typ != "tokens" && typ != "requests" {
+		typ = "tokens"
+		if r.Metric == "requests" {
+			typ = "requests"
+		}
+	}
+	msg := r.Message
+	if msg == "" {
+		msg = "Rate limit reached for " + typ + "."
+	}
+	ms := max(int64((r.RetryAfter+time.Millisecond-1)/time.Millisecond), 1)
+	secs := max((ms+999)/1000, 1)
+	h := make(http.Header, 5)
+	h.Set("Retry-After", strconv.FormatInt(secs, 10))
+	h.Set("Retry-After-Ms", strconv.FormatInt(ms, 10))
+	h.Set("X-Ratelimit-Limit-"+typ, strconv.FormatInt(r.LimitValue, 10))
+	h.Set("X-Ratelimit-Remaining-"+typ, strconv.FormatInt(max(r.Remaining, 0), 10))
+	h.Set("X-Ratelimit-Reset-"+typ, formatReset(r.Reset))
+	return &apiError{status: http.StatusTooManyRequests, typ: typ, code: "rate_limit_exceeded", message: msg, header: h}
+}
+
+// formatReset formats a duration the way OpenAI's x-ratelimit-reset-*
+// headers do ("6m0s", "1s", "250ms"): a Go duration rounded to milliseconds.
+func formatReset(d time.Duration) string {
+	if d <= 0 {
+		return "0s"
+	}
+	return max(d.Round(time.Millisecond), time.Millisecond).String()
+}

@@ -1,0 +1,345 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+
+	"github.com/tidwall/gjson"
+)
+
+// Per-stream buffer sizes. Together they keep a stream in flight under
+// 64 KiB of gateway memory, whatever the upstream sends.
+const (
+	sseReadSize  = 8 << 10  // bufio.Reader over the upstream body
+	sseEventMax  = 24 << 10 // one buffered event; larger ones pass through unbuffered
+	textMax      = 16 << 10 // streamed text kept for the tokenizer fallback
+	usageTailMax = 4 << 10  // tail of an oversized event or body scanned for usage
+)
+
+// streamBufs are the buffers of one response in flight, pooled per Proxy so
+// a stream allocates none of them in the steady state.
+type streamBufs struct {
+	br   *bufio.Reader
+	ev   []byte
+	text []byte
+	tail []byte
+}
+
+func newStreamBufs() *streamBufs {
+	return &streamBufs{
+		br:   bufio.NewReaderSize(nil, sseReadSize),
+		ev:   make([]byte, 0, sseEventMax),
+		text: make([]byte, 0, textMax),
+		tail: make([]byte, 0, usageTailMax),
+	}
+}
+
+// streamKind says where a stream carries its text.
+type streamKind uint8
+
+const (
+	kindChat      streamKind = iota // chat/completions and completions chunks
+	kindResponses                   // Responses API events
+)
+
+// sseCopier copies a server-sent event stream from an upstream to the
+// client event by event, reading usage from the chunks and keeping the
+// streamed text (bounded) for the tokenizer fallback. With hide set it drops
+// the usage-only chunk (`"choices": []` with a `usage` object) that the
+// gateway asked for on the client's behalf. Bytes are copied as they are;
+// only a dropped event is missing from the output. An event larger than
+// sseEventMax is passed through unbuffered (it is never hidden, and only
+// its tail is scanned for usage). Not safe for concurrent use.
+type sseCopier struct {
+	src  *bufio.Reader
+	bufs *streamBufs
+	kind streamKind
+	hide bool
+
+	// count tokenizes text when the text buffer is full; nil counts one
+	// token per four bytes (tests).
+	count func([]byte) int64
+
+	ev      []byte // the event being read
+	big     bool   // the event outgrew ev and is passing through
+	midLine bool   // the last piece read did not end a line
+	pending bool   // bytes were written since the last flush
+
+	usage      usage
+	haveUsage  bool
+	text       []byte // streamed text not yet counted
+	textTokens int64  // tokens of text already counted
+	tail       []byte
+}
+
+// newSSECopier reads src through the pooled buffers b.
+func newSSECopier(src io.Reader, b *streamBufs, kind streamKind, hide bool, count func([]byte) int64) *sseCopier {
+	b.br.Reset(src)
+	return &sseCopier{src: b.br, bufs: b, kind: kind, hide: hide, count: count,
+		ev: b.ev[:0], text: b.text[:0], tail: b.tail[:0]}
+}
+
+// copy copies the stream to dst until EOF or an error, calling flush after
+// each event that was written whenever the next read could block. rerr is
+// a read error (nil at EOF), werr a write error; either stops the copy.
+func (c *sseCopier) copy(dst io.Writer, flush func()) (rerr, werr error) {
+	for {
+		line, err := c.src.ReadSlice('\n')
+		if len(line) > 0 {
+			if werr = c.addLine(dst, line, err == nil); werr != nil {
+				return nil, werr
+			}
+		}
+		switch err {
+		case nil:
+			if c.pending && !c.lineBuffered() {
+				flush()
+				c.pending = false
+			}
+			continue
+		case bufio.ErrBufferFull:
+			continue
+		case io.EOF:
+		default:
+			rerr = err
+		}
+		// End of input: what was read of the last event goes out as it is.
+		if c.big {
+			c.endBig()
+		} else if len(c.ev) > 0 {
+			werr = c.endEvent(dst)
+		}
+		if c.pending {
+			flush()
+			c.pending = false
+		}
+		return rerr, werr
+	}
+}
+
+// lineBuffered reports whether a whole line is already buffered, so the
+// next read will not block.
+func (c *sseCopier) lineBuffered() bool {
+	b, _ := c.src.Peek(c.src.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
+}
+
+// addLine takes the next piece of input: a whole line (complete) or the
+// start of a line longer than the read buffer.
+func (c *sseCopier) addLine(dst io.Writer, line []byte, complete bool) error {
+	blank := !c.midLine && complete && (len(line) == 1 || (len(line) == 2 && line[0] == '\r'))
+	c.midLine = !complete
+	if !c.big && len(c.ev)+len(line) > cap(c.ev) {
+		// Too large to hold: send what we have and pass the rest through.
+		c.big = true
+		c.addTail(c.ev)
+		if _, err := dst.Write(c.ev); err != nil {
+			return err
+		}
+		c.ev = c.ev[:0]
+	}
+	if c.big {
+		c.addTail(line)
+		c.pending = true
+		if _, err := dst.Write(line); err != nil {
+			return err
+		}
+		if blank {
+			c.endBig()
+		}
+		return nil
+	}
+	c.ev = append(c.ev, line...)
+	if blank {
+		return c.endEvent(dst)
+	}
+	return nil
+}
+
+// endEvent meters the buffered event and writes it unless it is hidden.
+func (c *sseCopier) endEvent(dst io.Writer) error {
+	ev := c.ev
+	c.ev = c.ev[:0]
+	var data []byte
+	dataLines, otherLines := 0, 0
+	for rest := ev; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		switch {
+		case len(line) == 0:
+		case bytes.HasPrefix(line, []byte("data:")):
+			dataLines++
+			data = line[len("data:"):]
+			if len(data) > 0 && data[0] == ' ' {
+				data = data[1:]
+			}
+			c.observe(data)
+		default:
+			otherLines++
+		}
+	}
+	if c.hide && dataLines == 1 && otherLines == 0 && isUsageOnly(data) {
+		return nil
+	}
+	c.pending = true
+	_, err := dst.Write(ev)
+	return err
+}
+
+// endBig ends an event that passed through unbuffered: its usage, if any,
+// is in its tail.
+func (c *sseCopier) endBig() {
+	if u, ok := usageFromTail(c.tail); ok {
+		c.usage, c.haveUsage = u, true
+	}
+	c.big = false
+	c.tail = c.tail[:0]
+}
+
+// addTail keeps the last usageTailMax bytes passed through.
+func (c *sseCopier) addTail(b []byte) {
+	if len(b) >= cap(c.tail) {
+		c.tail = append(c.tail[:0], b[len(b)-cap(c.tail):]...)
+		return
+	}
+	if over := len(c.tail) + len(b) - cap(c.tail); over > 0 {
+		c.tail = c.tail[:copy(c.tail, c.tail[over:])]
+	}
+	c.tail = append(c.tail, b...)
+}
+
+// observe meters one data payload: usage when it carries some, streamed
+// text otherwise. It walks the payload's top level once with the
+// allocation-free scanner and hands only a usage object to gjson.
+func (c *sseCopier) observe(data []byte) {
+	if len(data) == 0 || data[0] != '{' {
+		return // [DONE], keep-alives, garbage
+	}
+	var choices, use, typ, delta, resp string
+	f := newMembers(unsafeString(data))
+	for k, v, ok := f.next(); ok; k, v, ok = f.next() {
+		switch k {
+		case "choices":
+			choices = v
+		case "usage":
+			use = v
+		case "type":
+			typ = v
+		case "delta":
+			delta = v
+		case "response":
+			resp = v
+		}
+	}
+	if c.kind == kindResponses && use == "" && resp != "" {
+		use = rawField(resp, "usage")
+	}
+	if len(use) > 0 && use[0] == '{' {
+		if u, ok := usageFromObject(gjson.Parse(use)); ok {
+			c.usage, c.haveUsage = u, true
+		}
+	}
+	switch c.kind {
+	case kindChat:
+		chs := newMembers(choices)
+		for _, ch, ok := chs.next(); ok; _, ch, ok = chs.next() {
+			c.addText(rawField(ch, "text"))
+			d := rawField(ch, "delta")
+			if d == "" {
+				continue
+			}
+			df := newMembers(d)
+			for k, v, ok := df.next(); ok; k, v, ok = df.next() {
+				switch k {
+				case "content", "reasoning_content", "refusal":
+					c.addText(v)
+				case "tool_calls":
+					tcs := newMembers(v)
+					for _, tc, ok := tcs.next(); ok; _, tc, ok = tcs.next() {
+						c.addText(rawField(rawField(tc, "function"), "arguments"))
+					}
+				}
+			}
+		}
+	case kindResponses:
+		switch typ {
+		case `"response.output_text.delta"`, `"response.refusal.delta"`,
+			`"response.function_call_arguments.delta"`, `"response.reasoning_text.delta"`,
+			`"response.reasoning_summary_text.delta"`:
+			c.addText(delta)
+		}
+	}
+}
+
+// addText adds the raw JSON string raw to the streamed text. When the text
+// buffer is full its content is tokenized and the buffer reused, so memory
+// stays bounded however long the stream.
+func (c *sseCopier) addText(raw string) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return
+	}
+	if len(c.text)+len(raw) > cap(c.text) {
+		c.countText()
+		if len(raw) > cap(c.text) {
+			// A single huge delta: counted as written, escapes included.
+			c.textTokens += c.tokens(unsafeBytes(raw[1 : len(raw)-1]))
+			return
+		}
+	}
+	c.text = appendUnescaped(c.text, raw)
+}
+
+func (c *sseCopier) countText() {
+	c.textTokens += c.tokens(c.text)
+	c.text = c.text[:0]
+}
+
+func (c *sseCopier) tokens(b []byte) int64 {
+	if len(b) == 0 {
+		return 0
+	}
+	if c.count == nil {
+		return int64(len(b)+3) / 4
+	}
+	return c.count(b)
+}
+
+// completionTokens returns the tokens of all the streamed text, for the
+// tokenizer fallback.
+func (c *sseCopier) completionTokens() int64 {
+	c.countText()
+	return c.textTokens
+}
+
+// release hands the pooled buffers back; the copier must not be used after.
+func (c *sseCopier) release() {
+	c.bufs.br.Reset(nil)
+}
+
+// isUsageOnly reports whether a data payload is the usage-only chunk a
+// stream ends with when include_usage is set: an empty `choices` array and a
+// `usage` object.
+func isUsageOnly(data []byte) bool {
+	if len(data) == 0 || data[0] != '{' || !bytes.Contains(data, []byte(`"usage"`)) {
+		return false
+	}
+	js := unsafeString(data)
+	ch := gjson.Get(js, "choices")
+	if !ch.IsArray() {
+		return false
+	}
+	i := 1
+	for i < len(ch.Raw) && isSpace(ch.Raw[i]) {
+		i++
+	}
+	if i >= len(ch.Raw) || ch.Raw[i] != ']' {
+		return false
+	}
+	return gjson.Get(js, "usage").IsObject()
+}
