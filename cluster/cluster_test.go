@@ -382,3 +382,19 @@ func TestGossipQueueBatching(t *testing.T) {
 		t.Errorf("delivered %d distinct slots, want %d", len(seen), len(ds))
 	}
 }
+
+// TestReadyWhenJoinNamesOnlyItself covers a one-replica Deployment whose headless
+// Service resolves to the pod itself: it must turn ready instead of waiting forever.
+func TestReadyWhenJoinNamesOnlyItself(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := testConfig("alone")
+	cfg.Bind = addr
+	cfg.Join = []string{addr}
+	n := startNode(t, cfg)
+	waitFor(t, 10*time.Second, "ready with only itself to join", n.Ready)
+}

@@ -7,6 +7,7 @@ import (
 	"log"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -61,7 +62,14 @@ func (n *Node) joinLoop(ml *memberlist.Memberlist) {
 func (n *Node) joinSeeds(ml *memberlist.Memberlist) bool {
 	n.joinAttempts.Add(1)
 	addrs := n.resolveSeeds()
+	self := ml.LocalNode().Address()
+	addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == self })
 	if len(addrs) == 0 {
+		// Every seed is this node (a one-replica Deployment, the first pod of a
+		// headless Service): nobody else holds state, so there is nothing to wait for.
+		if !n.ready.Swap(true) {
+			n.log.Info().Msg("join list names only this node: ready alone")
+		}
 		return false
 	}
 	c, err := ml.Join(addrs)

@@ -50,7 +50,10 @@ type Config struct {
 
 	GossipInterval   time.Duration // delta flush and gossip period; default 100ms
 	PushPullInterval time.Duration // full-state anti-entropy period; default 5s
-	Now              func() time.Time
+	// FlushGap: a change is sent at once, then changes are coalesced for this
+	// long; 0 = 1ms, negative = send only every GossipInterval.
+	FlushGap time.Duration
+	Now      func() time.Time
 
 	// Transport replaces memberlist's UDP/TCP transport (tests: partitions).
 	Transport memberlist.NodeAwareTransport
@@ -59,6 +62,10 @@ type Config struct {
 
 	directMax int // direct-send cluster size; 0 = defaultDirectMax, <0 = always queue
 }
+
+// defaultFlushGap is how long a node coalesces its changes after sending one
+// at once: at most one delta packet per peer per gap (1,000/s at 1ms).
+const defaultFlushGap = time.Millisecond
 
 // Node is one replica's cluster peer: membership, counter store and gossip.
 // Its methods are safe for concurrent use.
@@ -140,6 +147,7 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Node, erro
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.store.track = true
+	n.store.wake = make(chan struct{}, 1)
 	n.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return max(1, n.members.alive()) },
 		RetransmitMult: memberlist.DefaultLANConfig().RetransmitMult,
@@ -232,10 +240,28 @@ func (n *Node) run() {
 	defer flush.Stop()
 	house := time.NewTicker(time.Second)
 	defer house.Stop()
+	gap := n.cfg.FlushGap
+	if gap == 0 {
+		gap = defaultFlushGap
+	}
+	wake := n.store.wake
+	if gap < 0 {
+		wake = nil // deltas leave only on the gossip interval
+	}
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
+		case <-wake:
+			// A change leaves at once: the sooner peers see a reservation, the less
+			// replicas admit together near a limit. Changes arriving within gap of it
+			// are coalesced into the next packet.
+			n.flush()
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(gap):
+			}
 		case <-flush.C:
 			n.flush()
 		case <-house.C:

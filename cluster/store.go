@@ -59,7 +59,8 @@ type Store struct {
 
 	shards [numShards]shard
 	keys   atomic.Int64
-	dirty  atomic.Bool // some own slot is dirty (cheap check before takeDirty)
+	dirty  atomic.Bool   // some own slot is dirty (cheap check before takeDirty)
+	wake   chan struct{} // signalled when an own slot turns dirty (nil: nobody listens)
 
 	internMu sync.Mutex
 	intern   map[string]string // replica IDs: a handful, shared by every key
@@ -165,6 +166,12 @@ func (s *Store) markDirty(sh *shard, e *entry) {
 		e.dirty = true
 		sh.dirty = append(sh.dirty, e)
 		s.dirty.Store(true)
+		if s.wake != nil {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
