@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -18,6 +19,51 @@ import (
 type tokenizers struct {
 	o200kOnce, cl100kOnce sync.Once
 	o200k, cl100k         tokenizer.Codec
+	cache                 countCache
+}
+
+// countCache remembers token counts of recent texts by hash: chat requests
+// resend the same system prompt and history turn after turn, and the BPE
+// tokenizer costs about a quarter of a millisecond per KiB. Bounded: when
+// full it is emptied. Safe for concurrent use.
+type countCache struct {
+	mu   sync.Mutex
+	seed maphash.Seed
+	m    map[uint64]int64
+}
+
+// countCacheMax bounds the cache; 16 bytes an entry plus map overhead.
+const countCacheMax = 1 << 14
+
+// countCacheMin is the shortest text worth caching: shorter ones tokenize
+// faster than a hash and a lock.
+const countCacheMin = 64
+
+func (c *countCache) key(enc uintptr, text []byte) uint64 {
+	c.mu.Lock()
+	if c.m == nil {
+		c.seed = maphash.MakeSeed()
+		c.m = make(map[uint64]int64)
+	}
+	seed := c.seed
+	c.mu.Unlock()
+	return maphash.Bytes(seed, text) ^ uint64(enc)*0x9e3779b97f4a7c15
+}
+
+func (c *countCache) get(k uint64) (int64, bool) {
+	c.mu.Lock()
+	n, ok := c.m[k]
+	c.mu.Unlock()
+	return n, ok
+}
+
+func (c *countCache) put(k uint64, n int64) {
+	c.mu.Lock()
+	if len(c.m) >= countCacheMax {
+		clear(c.m)
+	}
+	c.m[k] = n
+	c.mu.Unlock()
 }
 
 // o200kPrefixes name the model families that use the o200k_base encoding;
@@ -57,9 +103,24 @@ func (t *tokenizers) count(model string, text []byte) int64 {
 		sample = text[:cut]
 	}
 	if c := t.codec(model); c != nil && len(sample) > 0 {
+		var k uint64
+		if len(text) >= countCacheMin {
+			enc := uintptr(1)
+			if c == t.o200k {
+				enc = 2
+			}
+			k = t.cache.key(enc, text)
+			if n, ok := t.cache.get(k); ok {
+				return n
+			}
+		}
 		// The codec does not retain its input, so a zero-copy view is safe.
 		if n, err := c.Count(unsafeString(sample)); err == nil {
-			return int64(n) * int64(len(text)) / int64(len(sample))
+			total := int64(n) * int64(len(text)) / int64(len(sample))
+			if len(text) >= countCacheMin {
+				t.cache.put(k, total)
+			}
+			return total
 		}
 	}
 	return int64(len(text)+3) / 4

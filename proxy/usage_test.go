@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -209,15 +210,61 @@ func BenchmarkUsageExtract(b *testing.B) {
 }
 
 func BenchmarkEstimate(b *testing.B) {
-	var tok tokenizers
 	prompt := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 23)[:1024]
-	body, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []any{
-		map[string]any{"role": "user", "content": prompt}}})
-	tok.estimatePrompt(routeChat, "gpt-4o", body) // build the encoder outside the loop
-	b.ReportAllocs()
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		tok.estimatePrompt(routeChat, "gpt-4o", body)
+	body := func(i int) []byte {
+		p := prompt
+		if i >= 0 { // a different text each time: defeats the count cache
+			p = strconv.Itoa(i) + prompt[8:]
+		}
+		out, _ := json.Marshal(map[string]any{"model": "gpt-4o", "messages": []any{
+			map[string]any{"role": "user", "content": p}}})
+		return out
+	}
+	b.Run("cold", func(b *testing.B) {
+		var tok tokenizers
+		tok.estimatePrompt(routeChat, "gpt-4o", body(-1)) // build the encoder outside the loop
+		bodies := make([][]byte, 512)
+		for i := range bodies {
+			bodies[i] = body(i)
+		}
+		b.ReportAllocs()
+		b.SetBytes(int64(len(bodies[0])))
+		i := 0
+		for b.Loop() {
+			tok.cache.m = nil // keep every count a miss
+			tok.estimatePrompt(routeChat, "gpt-4o", bodies[i%len(bodies)])
+			i++
+		}
+	})
+	b.Run("repeated", func(b *testing.B) {
+		var tok tokenizers
+		same := body(-1)
+		tok.estimatePrompt(routeChat, "gpt-4o", same)
+		b.ReportAllocs()
+		b.SetBytes(int64(len(same)))
+		for b.Loop() {
+			tok.estimatePrompt(routeChat, "gpt-4o", same)
+		}
+	})
+}
+
+func TestCountCacheAgrees(t *testing.T) {
+	var cached, fresh tokenizers
+	texts := []string{
+		strings.Repeat("system prompt words ", 20),
+		strings.Repeat("Grüße, 世界! ", 30),
+		strings.Repeat("x", 64),
+	}
+	for _, model := range []string{"gpt-4o", "gpt-3.5-turbo"} {
+		for _, text := range texts {
+			first := cached.count(model, []byte(text))
+			second := cached.count(model, []byte(text)) // from the cache
+			fresh.cache.m = nil
+			want := fresh.count(model, []byte(text))
+			if first != want || second != want {
+				t.Errorf("%s %q...: got %d then %d (cached), want %d", model, text[:10], first, second, want)
+			}
+		}
 	}
 }
 
