@@ -8,6 +8,8 @@
 #   gateway         genai-gateway to mockllm, rate limiting off
 #   gateway+limits  genai-gateway with rate limiting on (limits so large that
 #                   nothing is refused; users rotate through the `user` header)
+#   cluster3+limits the same limits on three genai-gateway replicas joined in a
+#                   cluster; wrk loads the first, which gossips every change
 # then, for non-streaming ("chat") and streaming ("stream") chat completions,
 # runs wrk against each (bench/chat.lua) after a short warm-up and prints a
 # table of req/s, p50 and p99, then the gateway/nginx throughput ratio and the
@@ -23,7 +25,7 @@
 #   BENCH_THREADS [2]          wrk threads
 #   BENCH_USERS [100]          distinct `user` header values
 #   BENCH_MODES ["chat stream"]
-#   BENCH_TARGETS ["direct nginx gateway gateway+limits"]
+#   BENCH_TARGETS ["direct nginx gateway gateway+limits cluster3+limits"]
 #   BENCH_TOKEN_LATENCY [0s]   mockllm --token-latency
 #   BENCH_ROUNDS [1]           repeat the whole matrix; the median run is shown
 #   BENCH_KEEP [0]             1 keeps the temporary directory (logs, raw wrk output)
@@ -39,7 +41,7 @@ readonly CONNECTIONS=${BENCH_CONNECTIONS:-32}
 readonly THREADS=${BENCH_THREADS:-2}
 readonly USERS=${BENCH_USERS:-100}
 readonly MODES=${BENCH_MODES:-chat stream}
-readonly TARGETS=${BENCH_TARGETS:-direct nginx gateway gateway+limits}
+readonly TARGETS=${BENCH_TARGETS:-direct nginx gateway gateway+limits cluster3+limits}
 readonly TOKEN_LATENCY=${BENCH_TOKEN_LATENCY:-0s}
 readonly KEEP=${BENCH_KEEP:-0}
 readonly ROUNDS=${BENCH_ROUNDS:-1}
@@ -195,10 +197,12 @@ need_tool() {
 	command -v "$cmd" >/dev/null
 }
 
-# write_gateway_config FILE LIMITS PORT METRICS_PORT UPSTREAM_PORT writes a
-# gateway config to FILE, with rate limiting on when LIMITS is 1.
+# write_gateway_config FILE LIMITS PORT METRICS_PORT UPSTREAM_PORT [CLUSTER]
+# writes a gateway config to FILE, with rate limiting on when LIMITS is 1 and
+# the YAML block CLUSTER (default: cluster disabled).
 write_gateway_config() {
 	local file=$1 limits=$2 port=$3 metrics_port=$4 upstream_port=$5
+	local cluster=${6:-$'cluster:\n  enabled: false'}
 	cat >"$file" <<EOF
 # Written by bench/loadbench.sh.
 listen: "127.0.0.1:$port"
@@ -211,8 +215,7 @@ upstreams:
   - name: mockllm
     url: "http://127.0.0.1:$upstream_port"
     timeout: 1m
-cluster:
-  enabled: false
+$cluster
 EOF
 	if [[ $limits == 1 ]]; then
 		cat >>"$file" <<EOF
@@ -231,6 +234,7 @@ EOF
 }
 
 declare -A PORT_OF=() METRICS_OF=() # target -> proxy port, operator port
+CLUSTER_OPS=()                        # operator ports of the cluster3+limits replicas
 RESULTS="" # file of "mode target rps p50_us p99_us errors" lines, one per run
 
 # bench TARGET MODE ROUND runs wrk against TARGET and appends its figures
@@ -309,12 +313,12 @@ print_tables() {
 				if (!(k in R)) continue
 				printf "%-7s %-15s %10.1f %9.2f %9.2f %7d %5d\n", M[a], T[b], R[k], P50[k], P99[k], errs[k], n[k]
 			}
-			printf "\nOverhead: throughput relative to nginx and to direct mockllm; latency added over direct mockllm.\n"
-			printf "%-7s %-15s %10s %10s %9s %9s\n", "mode", "target", "x_nginx", "x_direct", "+p50_ms", "+p99_ms"
+			printf "\nOverhead: throughput relative to nginx, direct mockllm and the single gateway; latency added over direct mockllm.\n"
+			printf "%-7s %-15s %10s %10s %10s %9s %9s\n", "mode", "target", "x_nginx", "x_direct", "x_gateway", "+p50_ms", "+p99_ms"
 			for (a = 1; a <= nm; a++) for (b = 1; b <= nt; b++) {
-				k = M[a] SUBSEP T[b]; d = M[a] SUBSEP "direct"; x = M[a] SUBSEP "nginx"
+				k = M[a] SUBSEP T[b]; d = M[a] SUBSEP "direct"; x = M[a] SUBSEP "nginx"; g = M[a] SUBSEP "gateway"
 				if (T[b] == "direct" || !(k in R)) continue
-				printf "%-7s %-15s %10s %10s %9s %9s\n", M[a], T[b], ratio(R[k], R[x]), ratio(R[k], R[d]),
+				printf "%-7s %-15s %10s %10s %10s %9s %9s\n", M[a], T[b], ratio(R[k], R[x]), ratio(R[k], R[d]), ratio(R[k], R[g]),
 					(d in R) ? delta(P50[k], P50[d]) : "-", (d in R) ? delta(P99[k], P99[d]) : "-"
 			}
 		}' "$RESULTS"
@@ -329,6 +333,13 @@ report_usage() {
 		log "gateway+limits /usage?user=bench-user-1: $out"
 	else
 		log "gateway+limits /usage failed: $out"
+	fi
+	# The cluster's third replica took no traffic: what it reports came by gossip.
+	if [[ -n ${PORT_OF[cluster3+limits]:-} && ${#CLUSTER_OPS[@]} == 3 ]]; then
+		for port in "${CLUSTER_OPS[0]}" "${CLUSTER_OPS[2]}"; do
+			out=$(curl -fsS -m 5 "http://127.0.0.1:$port/usage?user=bench-user-1" 2>&1) || true
+			log "cluster3+limits replica on :$port /usage?user=bench-user-1: $out"
+		done
 	fi
 }
 
@@ -413,6 +424,37 @@ main() {
 			log "skipping the $target target"
 		fi
 	done
+
+	if [[ $targets == *" cluster3+limits "* ]]; then
+		local i ok=1 gossip=() gports=() mports=() cpids=() join
+		for i in 0 1 2; do
+			free_port PORT
+			gossip+=("$PORT")
+			free_port PORT
+			gports+=("$PORT")
+			free_port PORT
+			mports+=("$PORT")
+		done
+		for i in 0 1 2; do
+			join="[\"127.0.0.1:${gossip[$(((i + 1) % 3))]}\", \"127.0.0.1:${gossip[$(((i + 2) % 3))]}\"]"
+			write_gateway_config "$TMP/cluster3-$i.yaml" 1 "${gports[$i]}" "${mports[$i]}" "$MOCK_PORT" \
+				"$(printf 'cluster:\n  enabled: true\n  node_name: bench-%d\n  bind: "127.0.0.1:%d"\n  join: %s\n  gossip_interval: 100ms' \
+					"$i" "${gossip[$i]}" "$join")"
+			start "cluster3-$i" "$TMP/cluster3-$i.log" "$TMP/bin/genai-gateway" --config "$TMP/cluster3-$i.yaml"
+			cpids+=("$LAST_PID")
+		done
+		for i in 0 1 2; do
+			wait_port "cluster3-$i" "${cpids[$i]}" "${gports[$i]}" && wait_ready "http://127.0.0.1:${gports[$i]}/readyz" || ok=0
+		done
+		if ((ok)) && check_chat cluster3+limits "${gports[0]}"; then
+			PORT_OF[cluster3+limits]=${gports[0]}
+			METRICS_OF[cluster3+limits]=${mports[0]}
+			CLUSTER_OPS=("${mports[@]}")
+		else
+			tail -n 20 "$TMP"/cluster3-*.log >&2 || true
+			log "skipping the cluster3+limits target"
+		fi
+	fi
 
 	local mode round
 	RESULTS=$TMP/results.txt

@@ -50,8 +50,9 @@ type Config struct {
 
 	GossipInterval   time.Duration // delta flush and gossip period; default 100ms
 	PushPullInterval time.Duration // full-state anti-entropy period; default 5s
-	// FlushGap: a change is sent at once, then changes are coalesced for this
-	// long; 0 = 1ms, negative = send only every GossipInterval.
+	// FlushGap: a change added with AddNow is sent at once, then changes are
+	// coalesced for this long; 0 = 5ms, negative = send only every
+	// GossipInterval. Changes added with Add always wait for GossipInterval.
 	FlushGap time.Duration
 	Now      func() time.Time
 
@@ -64,8 +65,11 @@ type Config struct {
 }
 
 // defaultFlushGap is how long a node coalesces its changes after sending one
-// at once: at most one delta packet per peer per gap (1,000/s at 1ms).
-const defaultFlushGap = time.Millisecond
+// at once: at most one delta packet per peer per gap (200/s at 5ms). Packets,
+// more than bytes, cost the receivers: memberlist allocates 64 KiB for every
+// packet it reads. 5ms measured the best trade between that cost and
+// over-admission (BenchmarkOverAdmission in cmd/genai-gateway).
+const defaultFlushGap = 5 * time.Millisecond
 
 // Node is one replica's cluster peer: membership, counter store and gossip.
 // Its methods are safe for concurrent use.
@@ -253,9 +257,9 @@ func (n *Node) run() {
 		case <-n.ctx.Done():
 			return
 		case <-wake:
-			// A change leaves at once: the sooner peers see a reservation, the less
-			// replicas admit together near a limit. Changes arriving within gap of it
-			// are coalesced into the next packet.
+			// An urgent change (AddNow) leaves at once: the sooner peers see a
+			// reservation, the less replicas admit together near a limit. Changes
+			// arriving within gap of it are coalesced into the next packet.
 			n.flush()
 			select {
 			case <-n.ctx.Done():

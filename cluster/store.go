@@ -126,8 +126,21 @@ func acceptable(start, size, now int64) bool {
 
 // Add adds delta (negative to settle a reservation down) to this replica's
 // slot of the key (limit, user, window start in unix ms, window size in ms).
-// Adds to an invalid or expired window are ignored.
+// Adds to an invalid or expired window are ignored. The change reaches peers
+// with the next gossip interval's batch.
 func (s *Store) Add(limit, user string, start, size, delta int64) {
+	s.add(limit, user, start, size, delta, false)
+}
+
+// AddNow is Add for a change that must reach peers at once: the limiter uses
+// it near a limit, where every millisecond of gossip delay lets replicas
+// admit together what one would refuse. Changes sent at once are coalesced
+// over at most Config.FlushGap.
+func (s *Store) AddNow(limit, user string, start, size, delta int64) {
+	s.add(limit, user, start, size, delta, true)
+}
+
+func (s *Store) add(limit, user string, start, size, delta int64, urgent bool) {
 	if delta == 0 {
 		return
 	}
@@ -137,7 +150,7 @@ func (s *Store) Add(limit, user string, start, size, delta int64) {
 	e := sh.m[k]
 	if e != nil {
 		e.c.Add(s.replica, delta)
-		s.markDirty(sh, e)
+		s.markDirty(sh, e, urgent)
 		sh.mu.Unlock()
 		return
 	}
@@ -153,24 +166,28 @@ func (s *Store) Add(limit, user string, start, size, delta int64) {
 		s.keys.Add(1)
 	}
 	e.c.Add(s.replica, delta)
-	s.markDirty(sh, e)
+	s.markDirty(sh, e, urgent)
 	sh.mu.Unlock()
 	if next := s.nextGC.Load(); now >= next && s.nextGC.CompareAndSwap(next, now+gcEveryMs) {
 		s.gc(now)
 	}
 }
 
-// markDirty records e's own slot for the next takeDirty; sh must be locked.
-func (s *Store) markDirty(sh *shard, e *entry) {
-	if s.track && !e.dirty {
+// markDirty records e's own slot for the next takeDirty and, when urgent,
+// wakes the sender; sh must be locked.
+func (s *Store) markDirty(sh *shard, e *entry, urgent bool) {
+	if !s.track {
+		return
+	}
+	if !e.dirty {
 		e.dirty = true
 		sh.dirty = append(sh.dirty, e)
 		s.dirty.Store(true)
-		if s.wake != nil {
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
+	}
+	if urgent && s.wake != nil {
+		select {
+		case s.wake <- struct{}{}:
+		default:
 		}
 	}
 }

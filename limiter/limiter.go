@@ -34,6 +34,14 @@ type Store interface {
 }
 
 // Options are the limiter's optional dependencies and tunables.
+// UrgentStore is implemented by stores that can send a change to their peers at once
+// (*cluster.Store). Near a limit, gossip delay is what lets replicas admit together what one
+// would refuse, so changes of a user whose usage has passed Options.UrgentFraction of a limit
+// go through AddNow; the others travel batched on the gossip interval.
+type UrgentStore interface {
+	AddNow(limit, user string, start, size, delta int64)
+}
+
 type Options struct {
 	// Now is the clock windows are computed from; nil = time.Now.
 	Now func() time.Time
@@ -46,6 +54,13 @@ type Options struct {
 	// DefaultEscrowThreshold (0.8); a value >= 1 turns the rule off; a negative value applies it
 	// to every admission.
 	EscrowThreshold float64
+
+	// UrgentFraction is the share of a limit past which a user's changes are sent to peers at
+	// once (UrgentStore.AddNow) instead of batched on the gossip interval. 0, the default,
+	// sends every change at once: a user can go from idle to over a limit within one gossip
+	// interval, and only fresh views stop that. A higher value saves gossip traffic for users
+	// far from their limits, at that price.
+	UrgentFraction float64
 }
 
 // ErrMissingUser is returned by Admit for a request without a user when the policy's
@@ -58,15 +73,17 @@ const stripes = 64
 // Limiter admits requests against a Policy and reserves their usage in a Store. All its
 // methods are safe for concurrent use.
 type Limiter struct {
-	policy   atomic.Pointer[compiled]
-	store    Store
-	now      func() time.Time
-	replicas func() int
-	theta    float64
-	metrics  *metrics
-	log      zerolog.Logger
-	seed     maphash.Seed
-	locks    [stripes]paddedMutex
+	policy         atomic.Pointer[compiled]
+	store          Store
+	urgent         UrgentStore // store, when it can send changes at once; else nil
+	urgentFraction float64
+	now            func() time.Time
+	replicas       func() int
+	theta          float64
+	metrics        *metrics
+	log            zerolog.Logger
+	seed           maphash.Seed
+	locks          [stripes]paddedMutex
 }
 
 // paddedMutex keeps neighbouring stripe locks off one cache line.
@@ -94,6 +111,8 @@ func New(p Policy, store Store, opts Options, log zerolog.Logger, reg prometheus
 		log:      log,
 		seed:     maphash.MakeSeed(),
 	}
+	l.urgent, _ = store.(UrgentStore)
+	l.urgentFraction = min(max(opts.UrgentFraction, 0), 1)
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -167,7 +186,7 @@ func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation
 		est = max(estimate(), 0)
 	}
 
-	r := &Reservation{store: l.store, user: user}
+	r := &Reservation{store: l.store, now: l.urgent, user: user}
 	r.entries = r.inline[:0]
 	var worst refusal
 	replicas := 0 // asked lazily
@@ -206,7 +225,7 @@ func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation
 			}
 		}
 		if kind == 0 {
-			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: need})
+			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: need, urgent: float64(used+need) >= l.urgentFraction*float64(c.limit)})
 			continue
 		}
 		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, replicas: replicas}
@@ -223,7 +242,7 @@ func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation
 	if worst.kind == 0 {
 		for _, e := range r.entries {
 			if e.reserved != 0 {
-				l.store.Add(e.lim.name, user, e.start, e.lim.size, e.reserved)
+				r.add(e, e.reserved)
 			}
 		}
 	}

@@ -475,3 +475,47 @@ func TestGlobMatchesPathMatch(t *testing.T) {
 		}
 	}
 }
+
+// urgentRecorder is a map store that also records which adds were sent at once.
+type urgentRecorder struct {
+	*mapStore
+	now, later int
+}
+
+func (u *urgentRecorder) AddNow(limit, user string, start, size, delta int64) {
+	u.now++
+	u.mapStore.Add(limit, user, start, size, delta)
+}
+
+func (u *urgentRecorder) Add(limit, user string, start, size, delta int64) {
+	u.later++
+	u.mapStore.Add(limit, user, start, size, delta)
+}
+
+func TestUrgentChangesNearTheLimit(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		fraction  float64
+		wantLater int // admissions (and settlements) batched before usage reaches the fraction
+	}{
+		{"default: every change at once", 0, 0},
+		{"half: batched below 50 of 100", 0.5, 2 * 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &urgentRecorder{mapStore: newMapStore()}
+			clk := newClock(t0 + 1)
+			l := newTest(t, policy(Limit{"p", MetricPromptTokens, 100, time.Hour, nil}), st,
+				Options{Now: clk.Now, UrgentFraction: tt.fraction})
+			for i := 0; i < 8; i++ { // 8 requests of 10, each settled to 12
+				r, err := l.Admit("u", "m", est(10, nil))
+				if err != nil {
+					t.Fatalf("admit %d: %v", i, err)
+				}
+				r.Settle(Usage{PromptTokens: 12})
+			}
+			if st.later != tt.wantLater || st.now != 16-tt.wantLater {
+				t.Errorf("got %d batched and %d at once, want %d and %d", st.later, st.now, tt.wantLater, 16-tt.wantLater)
+			}
+		})
+	}
+}

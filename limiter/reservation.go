@@ -13,6 +13,7 @@ type Usage struct {
 // A Reservation is safe for concurrent use.
 type Reservation struct {
 	store   Store
+	now     UrgentStore // nil when the store has no AddNow
 	user    string
 	entries []entry  // points into inline unless more than len(inline) limits applied
 	inline  [4]entry // no allocation beyond the Reservation itself for up to 4 limits
@@ -24,6 +25,16 @@ type entry struct {
 	lim      *climit // immutable; outlives a SetPolicy
 	start    int64   // start of the fixed window reserved in (Unix ms)
 	reserved int64
+	urgent   bool // usage was near the limit at admission: changes go to peers at once
+}
+
+// add records delta for e in the store, at once when e is urgent.
+func (r *Reservation) add(e entry, delta int64) {
+	if e.urgent && r.now != nil {
+		r.now.AddNow(e.lim.name, r.user, e.start, e.lim.size, delta)
+		return
+	}
+	r.store.Add(e.lim.name, r.user, e.start, e.lim.size, delta)
 }
 
 // Settle adds, to every window key the reservation was made in, the true amount minus the
@@ -49,7 +60,7 @@ func (r *Reservation) Settle(u Usage) {
 			continue
 		}
 		if d := max(actual, 0) - e.reserved; d != 0 {
-			r.store.Add(e.lim.name, r.user, e.start, e.lim.size, d)
+			r.add(e, d)
 		}
 	}
 }
