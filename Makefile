@@ -3,6 +3,7 @@ GO        ?= go
 BIN       ?= bin
 PKGS      ?= ./...
 FUZZTIME  ?= 30s
+BENCHCOUNT ?= 1   # 6 for benchstat comparisons
 IMAGE     ?= genai-gateway:dev
 CONFIG    ?=
 
@@ -26,7 +27,7 @@ test: ## vet, then every test with -race (unit, cluster, end-to-end, deploy with
 lint: ## gofmt, go vet, staticcheck, go mod tidy check
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && echo "gofmt: files above need formatting" && exit 1)
 	$(GO) vet $(PKGS)
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 	$(GO) mod tidy -diff
 
 .PHONY: fmt
@@ -34,8 +35,9 @@ fmt: ## format the code
 	gofmt -w .
 
 .PHONY: bench
-bench: ## Go benchmarks of the hot paths, then the load run: direct vs nginx vs gateway
-	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./proxy/ ./limiter/ ./cluster/
+bench: ## Go benchmarks (hot paths, convergence, over-admission), then the load run: direct vs nginx vs gateway
+	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCHCOUNT) ./proxy/ ./limiter/ ./cluster/
+	$(GO) test -run='^$$' -bench=OverAdmission -benchtime=5x -count=$(BENCHCOUNT) ./cmd/genai-gateway/
 	bash bench/loadbench.sh
 
 .PHONY: fuzz

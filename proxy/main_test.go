@@ -479,15 +479,3 @@ func (f *fakeLimiter) Admit(user, model string, estimate func() int64) (*limiter
 	f.estimates = append(f.estimates, estimate())
 	return nil, nil
 }
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

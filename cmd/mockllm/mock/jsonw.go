@@ -65,13 +65,6 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// appendField appends `"name":` to b. name must not need escaping.
-func appendField(b []byte, name string) []byte {
-	b = append(b, '"')
-	b = append(b, name...)
-	return append(b, '"', ':')
-}
-
 // appendInt appends the decimal form of v.
 func appendInt(b []byte, v int64) []byte {
 	return strconv.AppendInt(b, v, 10)
