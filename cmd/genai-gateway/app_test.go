@@ -97,20 +97,7 @@ func TestTwoAppsShareLimits(t *testing.T) {
 		apps[i] = startApp(t, cfg)
 	}
 	for _, a := range apps {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			resp, err := http.Get("http://" + a.ProxyAddr() + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("replica %s not ready", a.ProxyAddr())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitReady(t, a)
 	}
 
 	body := `{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}`
