@@ -15,7 +15,7 @@ help: ## list the targets
 
 .PHONY: build
 build: ## build static binaries into bin/ (the same command the Dockerfile runs)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -ldflags "-s -w" -o $(BIN)/ ./cmd/...
 
 .PHONY: test
 test: ## vet, then every test with -race (unit, cluster, end-to-end, deploy with Prometheus)

@@ -75,7 +75,7 @@ func NewApp(cfg config.Config, log zerolog.Logger) (*App, error) {
 			Join:           cfg.Cluster.Join,
 			SecretKey:      key,
 			GossipInterval: cfg.Cluster.GossipInterval,
-		}, log.With().Str("component", "cluster").Logger(), a.reg)
+		}, log, a.reg)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: %w", err)
 		}
@@ -96,7 +96,7 @@ func NewApp(cfg config.Config, log zerolog.Logger) (*App, error) {
 	}
 	a.limiter = lim
 
-	px, err := proxy.New(proxyConfig(cfg, ready), lim, log.With().Str("component", "proxy").Logger(), a.reg)
+	px, err := proxy.New(proxyConfig(cfg, ready), lim, log, a.reg)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
