@@ -132,7 +132,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange, up
 		ContentLength: int64(len(body)),
 		Host:          u.Host,
 	}).WithContext(ctx)
-	resp, err := p.transport.RoundTrip(out)
+	resp, err := p.metered.RoundTrip(out)
 	if err != nil {
 		p.upstreamError(w, r, ex, ctx, err)
 		return false

@@ -86,8 +86,10 @@ type Proxy struct {
 	lim       Limiter
 	log       zerolog.Logger
 	m         *metrics
-	transport http.RoundTripper
-	ownTr     *http.Transport // closed by Wait; nil when Config.Transport is set
+	transport http.RoundTripper // passthrough routes
+	metered   http.RoundTripper // metered routes: h1 for plain-HTTP upstreams, else transport
+	ownTr     *http.Transport   // closed by Wait; nil when Config.Transport is set
+	h1        *h1Transport      // closed by Wait; nil when Config.Transport is set
 	pass      *passthrough
 	tok       tokenizers
 	bufs      sync.Pool // *streamBufs
@@ -141,10 +143,19 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 		}
 		p.upstreams = append(p.upstreams, up)
 	}
-	p.transport = cfg.Transport
+	p.transport, p.metered = cfg.Transport, cfg.Transport
 	if p.transport == nil {
 		p.ownTr = newTransport()
 		p.transport = p.ownTr
+		var direct []string
+		for _, up := range p.upstreams {
+			probe := &http.Request{Method: http.MethodPost, URL: up.base, Header: http.Header{}}
+			if proxyURL, err := http.ProxyFromEnvironment(probe); up.base.Scheme == "http" && err == nil && proxyURL == nil {
+				direct = append(direct, up.base.Host)
+			}
+		}
+		p.h1 = newH1Transport(p.ownTr, direct)
+		p.metered = p.h1
 	}
 	m, err := newMetrics(reg, cfg.MaxUsers)
 	if err != nil {
@@ -229,8 +240,8 @@ func (p *Proxy) Wait(ctx context.Context) error {
 	if err := p.inflight.wait(ctx); err != nil {
 		return err
 	}
-	if p.ownTr != nil {
-		p.ownTr.CloseIdleConnections()
+	if p.h1 != nil {
+		p.h1.CloseIdleConnections() // and ownTr's
 	}
 	return nil
 }
