@@ -36,7 +36,9 @@ fmt: ## format the code
 
 .PHONY: bench
 bench: ## Go benchmarks (hot paths, convergence, over-admission), then the load run: direct vs nginx vs gateway
-	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCHCOUNT) ./proxy/ ./limiter/ ./cluster/
+	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCHCOUNT) ./proxy/ ./limiter/
+	$(GO) test -run='^$$' -bench='StoreAddSum|GossipBytes|StoreMemory|StateBytes' -benchmem -count=$(BENCHCOUNT) ./cluster/
+	$(GO) test -run='^$$' -bench=Convergence -benchtime=100x -count=$(BENCHCOUNT) ./cluster/
 	$(GO) test -run='^$$' -bench=OverAdmission -benchtime=5x -count=$(BENCHCOUNT) ./cmd/genai-gateway/
 	bash bench/loadbench.sh
 
