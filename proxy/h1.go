@@ -40,7 +40,10 @@ type h1Conn struct {
 	lastUsed time.Time
 }
 
-const h1BufSize = 16 << 10
+const (
+	h1BufSize    = 16 << 10 // response reader
+	h1InlineBody = 64 << 10 // request bodies up to this size are copied behind the head
+)
 
 var errH1Closed = errors.New("upstream connection closed")
 
@@ -155,14 +158,26 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 		stop()
 		return nil, err
 	}
-	buf := appendRequestHead(make([]byte, 0, 512+req.ContentLength), req)
-	if _, err := io.Copy(writerTo{&buf}, body); err != nil {
-		stop()
-		return nil, err
+	// A small request goes out in one write; a large one (long prompts,
+	// embeddings of many inputs) is streamed after its head instead of copied.
+	inline := req.ContentLength <= h1InlineBody
+	buf := make([]byte, 0, 512+min(req.ContentLength, h1InlineBody))
+	buf = appendRequestHead(buf, req)
+	if inline {
+		if _, err := io.Copy(writerTo{&buf}, body); err != nil {
+			stop()
+			return nil, err
+		}
 	}
 	if _, err := c.Write(buf); err != nil {
 		stop()
 		return nil, closedOr(err)
+	}
+	if !inline {
+		if _, err := io.Copy(c.Conn, body); err != nil {
+			stop()
+			return nil, closedOr(err)
+		}
 	}
 	var resp *http.Response
 	for {

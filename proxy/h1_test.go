@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -255,3 +256,25 @@ func TestH1LeavesOtherRequestsToNext(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestH1LargeBodyStreamedAfterHead(t *testing.T) {
+	large := strings.Repeat("x", 3*h1InlineBody+17)
+	url := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			_, body, err := readRequest(br)
+			if err != nil {
+				return
+			}
+			head := "HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+			io.WriteString(c, head+body)
+		}
+	})
+	tr := newH1Transport(http.DefaultTransport, []string{hostOf(url)})
+	defer tr.CloseIdleConnections()
+	for _, body := range []string{large, "{}"} { // the connection is reused after the large one
+		_, got, err := h1Post(t, tr, context.Background(), url+"/v1/embeddings", body, nil)
+		if err != nil || got != body {
+			t.Fatalf("echo of %d bytes: got %d bytes, %v", len(body), len(got), err)
+		}
+	}
+}
