@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"log"
+	"os"
 	"strings"
 	"time"
 
@@ -20,9 +21,20 @@ func newLogger(c config.Log, out io.Writer) zerolog.Logger {
 	}
 	w := out
 	if c.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339}
+		w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339, NoColor: !isTerminal(out)}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a character device (a terminal): colours
+// only there, never in files or pipes.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // newStdLogger adapts a zerolog logger for libraries that take a *log.Logger.

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/genai-gateway/genai-gateway/config"
 )
 
 func TestRunCommands(t *testing.T) {
@@ -52,5 +54,14 @@ func TestRunCommands(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestConsoleLogHasNoColourInFiles(t *testing.T) {
+	var buf bytes.Buffer
+	log := newLogger(config.Log{Level: "info", Format: "console"}, &buf)
+	log.Info().Str("k", "v").Msg("hello")
+	if out := buf.String(); strings.Contains(out, "\x1b[") || !strings.Contains(out, "hello") {
+		t.Errorf("console log to a buffer: got %q, want plain text with the message", out)
 	}
 }
