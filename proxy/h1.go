@@ -164,7 +164,7 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 	buf := make([]byte, 0, 512+min(req.ContentLength, h1InlineBody))
 	buf = appendRequestHead(buf, req)
 	if inline {
-		if _, err := io.Copy(writerTo{&buf}, body); err != nil {
+		if _, err := io.Copy(appendWriter{&buf}, body); err != nil {
 			stop()
 			return nil, err
 		}
@@ -251,10 +251,10 @@ func appendHeaderValue(b []byte, v string) []byte {
 	return b
 }
 
-// writerTo appends to a byte slice (io.Copy from a bytes.Reader is one copy).
-type writerTo struct{ b *[]byte }
+// appendWriter appends to a byte slice (io.Copy from a bytes.Reader is one copy).
+type appendWriter struct{ b *[]byte }
 
-func (w writerTo) Write(p []byte) (int, error) {
+func (w appendWriter) Write(p []byte) (int, error) {
 	*w.b = append(*w.b, p...)
 	return len(p), nil
 }

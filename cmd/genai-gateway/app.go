@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -182,8 +183,7 @@ func (a *App) Reload(next config.Config) error {
 		return fmt.Errorf("rate_limit: %w", err)
 	}
 	if next.Listen != a.cfg.Listen || next.MetricsListen != a.cfg.MetricsListen ||
-		fmt.Sprint(next.Upstreams) != fmt.Sprint(a.cfg.Upstreams) ||
-		fmt.Sprint(next.Cluster) != fmt.Sprint(a.cfg.Cluster) {
+		!reflect.DeepEqual(next.Upstreams, a.cfg.Upstreams) || !reflect.DeepEqual(next.Cluster, a.cfg.Cluster) {
 		a.log.Warn().Msg("reload applies rate_limit only; listen, upstreams and cluster changes need a restart")
 	}
 	return nil
