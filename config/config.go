@@ -39,6 +39,25 @@ type Config struct {
 	RateLimit RateLimit `yaml:"rate_limit" json:"rate_limit" mapstructure:"rate_limit"`
 	// Cluster configures membership and counter replication between replicas.
 	Cluster Cluster `yaml:"cluster" json:"cluster" mapstructure:"cluster"`
+	// BodyReadTimeout bounds the time to read one request, headers and body
+	// (30s); a client that sends slower gets 408 and its buffer is freed.
+	BodyReadTimeout time.Duration `yaml:"body_read_timeout" json:"body_read_timeout" mapstructure:"body_read_timeout"`
+	// MaxInflightBodyBytes caps the memory all request bodies being read or
+	// held may take together (256 MiB); past it new requests get 503 with
+	// Retry-After.
+	MaxInflightBodyBytes int64 `yaml:"max_inflight_body_bytes" json:"max_inflight_body_bytes" mapstructure:"max_inflight_body_bytes"`
+	// MaxConnections caps the open client connections of each port (10000).
+	MaxConnections int `yaml:"max_connections" json:"max_connections" mapstructure:"max_connections"`
+	// Debug configures the operator port's debugging endpoints.
+	Debug Debug `yaml:"debug" json:"debug" mapstructure:"debug"`
+	// Auth configures who may call the proxy port; empty = no authentication.
+	Auth Auth `yaml:"auth" json:"auth" mapstructure:"auth"`
+}
+
+// Debug configures the operator port's debugging endpoints.
+type Debug struct {
+	// Pprof serves /debug/pprof/ on the operator port (false).
+	Pprof bool `yaml:"pprof" json:"pprof" mapstructure:"pprof"`
 }
 
 // Log configures the process logger.
@@ -54,6 +73,12 @@ type Metrics struct {
 	// MaxUsers caps the distinct values of the `user` label; later users are
 	// counted as "other" (10000).
 	MaxUsers int `yaml:"max_users" json:"max_users" mapstructure:"max_users"`
+	// MaxSeries caps the (user, model) series of the per-user metrics; past
+	// it new pairs are counted under user "other" (100000).
+	MaxSeries int `yaml:"max_series" json:"max_series" mapstructure:"max_series"`
+	// UserIdle is how long a user's series stay after its last request
+	// before they are dropped and its label slot freed (1h).
+	UserIdle time.Duration `yaml:"user_idle" json:"user_idle" mapstructure:"user_idle"`
 }
 
 // Upstream is one OpenAI-compatible endpoint.
@@ -88,6 +113,9 @@ type RateLimit struct {
 	// complete: fields it leaves out are inherited from the default limit of
 	// the same name.
 	Overrides map[string][]Limit `yaml:"overrides" json:"overrides" mapstructure:"overrides"`
+	// MaxClientWait is the longest Retry-After a client is told to wait for;
+	// refusals that need longer carry x-should-retry: false (60s).
+	MaxClientWait time.Duration `yaml:"max_client_wait" json:"max_client_wait" mapstructure:"max_client_wait"`
 }
 
 // Limit is one rate limit, counted per user over a sliding window.
@@ -123,6 +151,9 @@ type Cluster struct {
 	SecretKey Secret `yaml:"secret_key" json:"secret_key" mapstructure:"secret_key"`
 	// GossipInterval is how often changes are gossiped (100ms).
 	GossipInterval time.Duration `yaml:"gossip_interval" json:"gossip_interval" mapstructure:"gossip_interval"`
+	// Insecure allows gossip without SecretKey, for a trusted network only:
+	// anyone who can reach the gossip port can then forge counters (false).
+	Insecure bool `yaml:"insecure" json:"insecure" mapstructure:"insecure"`
 }
 
 // Metric names a Limit may count.
@@ -156,16 +187,20 @@ func Default() Config {
 		Log:           Log{Level: "info", Format: "json"},
 		MaxBodyBytes:  10 << 20,
 		DrainTimeout:  30 * time.Second,
-		Metrics:       Metrics{MaxUsers: 10000},
+		Metrics:       Metrics{MaxUsers: 10000, MaxSeries: 100000, UserIdle: time.Hour},
 		Upstreams:     []Upstream{defaultUpstream(defaultUpstreamURL)},
 		RateLimit: RateLimit{
 			UserHeader:  "user",
-			MissingUser: MissingUserReject,
+			MissingUser:   MissingUserReject,
+			MaxClientWait: time.Minute,
 		},
 		Cluster: Cluster{
 			Bind:           "0.0.0.0:7946",
 			GossipInterval: 100 * time.Millisecond,
 		},
+		BodyReadTimeout:      30 * time.Second,
+		MaxInflightBodyBytes: 256 << 20,
+		MaxConnections:       10000,
 	}
 }
 

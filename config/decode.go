@@ -112,6 +112,17 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 			return
 		}
 		v.SetInt(int64(dur))
+	case v.Type() == reflect.TypeFor[time.Time]():
+		s, ok := d.scalar(n, key)
+		if !ok {
+			return
+		}
+		ts, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			d.fail(key, "must be an RFC 3339 time such as 2027-06-30T00:00:00Z; got %s", quote(s))
+			return
+		}
+		v.Set(reflect.ValueOf(ts))
 	case v.Kind() == reflect.Struct:
 		d.structure(n, v, key)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:

@@ -26,7 +26,12 @@ func TestDefault(t *testing.T) {
 		{"drain_timeout", d.DrainTimeout, 30 * time.Second},
 		{"metrics.max_users", d.Metrics.MaxUsers, 10000},
 		{"upstreams", d.Upstreams, []Upstream{{Name: "openai", URL: "https://api.openai.com", Timeout: 10 * time.Minute}}},
-		{"rate_limit", d.RateLimit, RateLimit{UserHeader: "user", MissingUser: "reject"}},
+		{"rate_limit", d.RateLimit, RateLimit{UserHeader: "user", MissingUser: "reject", MaxClientWait: time.Minute}},
+		{"metrics.max_series", d.Metrics.MaxSeries, 100000},
+		{"body_read_timeout", d.BodyReadTimeout, 30 * time.Second},
+		{"max_inflight_body_bytes", d.MaxInflightBodyBytes, int64(256 << 20)},
+		{"max_connections", d.MaxConnections, 10000},
+		{"debug.pprof", d.Debug.Pprof, false},
 		{"cluster", d.Cluster, Cluster{Bind: "0.0.0.0:7946", GossipInterval: 100 * time.Millisecond}},
 	}
 	for _, c := range checks {
@@ -71,7 +76,7 @@ func TestLoadFull(t *testing.T) {
 	}
 	want := Default()
 	want.RateLimit = RateLimit{
-		Enabled: true, UserHeader: "user", MissingUser: "reject",
+		Enabled: true, UserHeader: "user", MissingUser: "reject", MaxClientWait: time.Minute,
 		Limits: []Limit{
 			{Name: "prompt-hourly", Metric: "prompt_tokens", Limit: 1000, Window: time.Hour},
 			{Name: "total-minute", Metric: "total_tokens", Limit: 20000, Window: time.Minute, Models: []string{"gpt-4o*"}},

@@ -43,9 +43,28 @@ func (c Config) problems() []error {
 	if c.Metrics.MaxUsers <= 0 {
 		p.add("metrics.max_users", "must be > 0; got %d", c.Metrics.MaxUsers)
 	}
+	if c.Metrics.MaxSeries <= 0 {
+		p.add("metrics.max_series", "must be > 0; got %d", c.Metrics.MaxSeries)
+	}
+	if c.Metrics.UserIdle <= 0 {
+		p.add("metrics.user_idle", "must be > 0; got %s", c.Metrics.UserIdle)
+	}
+	if c.BodyReadTimeout <= 0 {
+		p.add("body_read_timeout", "must be > 0; got %s", c.BodyReadTimeout)
+	}
+	if c.MaxInflightBodyBytes < c.MaxBodyBytes {
+		p.add("max_inflight_body_bytes", "must be >= max_body_bytes (%d); got %d", c.MaxBodyBytes, c.MaxInflightBodyBytes)
+	}
+	if c.MaxConnections <= 0 {
+		p.add("max_connections", "must be > 0; got %d", c.MaxConnections)
+	}
+	if c.RateLimit.MaxClientWait <= 0 {
+		p.add("rate_limit.max_client_wait", "must be > 0; got %s", c.RateLimit.MaxClientWait)
+	}
 	p.upstreams(c.Upstreams)
 	p.rateLimit(c.RateLimit)
 	p.cluster(c.Cluster)
+	p.auth(c.Auth)
 	return p.errs
 }
 
