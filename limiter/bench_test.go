@@ -12,16 +12,30 @@ func benchLimiter(b *testing.B) (*Limiter, *mapStore) {
 		Limit{"total-minute", MetricTotalTokens, 1 << 60, time.Minute, []string{"gpt-4o*"}},
 		Limit{"req-minute", MetricRequests, 1 << 60, time.Minute, nil},
 	), st, Options{Now: time.Now, Replicas: func() int { return 3 }})
-	if _, err := l.Admit("alice", "gpt-4o-mini", func() int64 { return 100 }); err != nil { // create the keys
+	if _, err := l.Admit("alice", "gpt-4o-mini", Tokens(100)); err != nil { // create the keys
 		b.Fatal(err)
 	}
 	return l, st
 }
 
-// BenchmarkAdmit measures check-and-reserve on existing keys with 3 limits and a map store.
+// BenchmarkAdmit measures check-and-reserve on existing keys with 3 limits and a map store, the
+// bound deciding.
 func BenchmarkAdmit(b *testing.B) {
 	l, _ := benchLimiter(b)
-	estimate := func() int64 { return 100 }
+	estimate := Estimate{Bound: 400, Cheap: 100, Exact: func() int64 { return 100 }}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Admit("alice", "gpt-4o-mini", estimate); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAdmitExact is BenchmarkAdmit with an estimate that has no bound: Exact decides, as
+// every Admit did before Estimate had a bound.
+func BenchmarkAdmitExact(b *testing.B) {
+	l, _ := benchLimiter(b)
+	estimate := Estimate{Exact: func() int64 { return 100 }}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := l.Admit("alice", "gpt-4o-mini", estimate); err != nil {
@@ -33,7 +47,7 @@ func BenchmarkAdmit(b *testing.B) {
 // BenchmarkAdmitSettle is a whole request's limiter work: admit, then settle.
 func BenchmarkAdmitSettle(b *testing.B) {
 	l, _ := benchLimiter(b)
-	estimate := func() int64 { return 100 }
+	estimate := Estimate{Bound: 400, Cheap: 100, Exact: func() int64 { return 100 }}
 	u := Usage{PromptTokens: 90, CompletionTokens: 20}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -48,7 +62,7 @@ func BenchmarkAdmitSettle(b *testing.B) {
 // BenchmarkAdmitParallel is Admit from every P on distinct users.
 func BenchmarkAdmitParallel(b *testing.B) {
 	l, _ := benchLimiter(b)
-	estimate := func() int64 { return 100 }
+	estimate := Estimate{Bound: 400, Cheap: 100, Exact: func() int64 { return 100 }}
 	users := []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -76,7 +90,7 @@ func BenchmarkAdmitNoStore(b *testing.B) {
 		Limit{"total-minute", MetricTotalTokens, 1 << 60, time.Minute, []string{"gpt-4o*"}},
 		Limit{"req-minute", MetricRequests, 1 << 60, time.Minute, nil},
 	), constStore{}, Options{Now: time.Now, Replicas: func() int { return 3 }})
-	estimate := func() int64 { return 100 }
+	estimate := Estimate{Bound: 400, Cheap: 100, Exact: func() int64 { return 100 }}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := l.Admit("alice", "gpt-4o-mini", estimate); err != nil {

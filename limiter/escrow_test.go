@@ -236,7 +236,7 @@ func TestEscrowOff(t *testing.T) {
 	st.Add("c", "u", t0, hour, 999)
 	l := newTest(t, policy(Limit{"c", MetricCompletionTokens, 1000, time.Hour, nil}), st,
 		Options{Now: newClock(t0).Now, Replicas: func() int { return 3 }, EscrowThreshold: -1})
-	if _, err := l.Admit("u", "m", nil); err != nil {
+	if _, err := l.Admit("u", "m", Estimate{}); err != nil {
 		var rej *Rejection
 		errors.As(err, &rej)
 		t.Errorf("completion limit: got %v, want admitted", err)

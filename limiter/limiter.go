@@ -150,11 +150,14 @@ func (l *Limiter) Enabled() bool { return l.policy.Load().enabled }
 //   - nil, *Rejection when a limit refuses it;
 //   - the Reservation otherwise, to be settled when the response ends.
 //
-// estimate returns the request's prompt tokens (nil counts as 0). It is called at most once,
-// before any lock is taken, and only when a prompt_tokens or total_tokens limit applies.
-// Check-and-reserve is atomic among the Admits of one Limiter for the same user; across
-// replicas the escrow rule bounds over-admission. Admit is safe for concurrent use.
-func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation, error) {
+// est is the request's prompt tokens (see Estimate); it matters only when a prompt_tokens or
+// total_tokens limit applies. When est.Bound fits every such limit, Admit reserves est.Cheap
+// and never calls est.Exact; otherwise it calls est.Exact at most once, never under a lock, and
+// decides on the exact count, so a refusal always names the exact count and a request is
+// refused only if its exact count does not fit. Check-and-reserve is atomic among the Admits of
+// one Limiter for the same user; across replicas the escrow rule bounds over-admission. Admit
+// is safe for concurrent use.
+func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) {
 	p := l.policy.Load()
 	if !p.enabled {
 		return nil, nil
@@ -181,18 +184,53 @@ func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation
 	if !applies {
 		return nil, nil
 	}
-	var est int64
-	if needEst && estimate != nil {
-		est = max(estimate(), 0)
+	var e estimate
+	if needEst {
+		e.start(est)
+	} else {
+		e.exact = true // no limit counts tokens: nothing to refine
 	}
 
 	r := &Reservation{store: l.store, now: l.urgent, user: user}
-	r.entries = r.inline[:0]
+	mu := &l.locks[maphash.String(l.seed, user)%stripes]
 	var worst refusal
+	for {
+		mu.Lock()
+		var undecided bool
+		worst, undecided = l.check(limits, mask, model, user, &e, r)
+		if !undecided {
+			break
+		}
+		mu.Unlock()
+		e.refine() // the bound did not fit some limit: the exact count decides
+	}
+	if worst.kind == 0 {
+		for _, e := range r.entries {
+			if e.reserved != 0 {
+				r.add(e, e.reserved)
+			}
+		}
+	}
+	mu.Unlock()
+	if worst.kind != 0 {
+		worst.lim.limited.Inc()
+		if worst.kind == refusedShare || worst.kind == refusedShareSize {
+			worst.lim.escrows.Inc()
+		}
+		return nil, worst.rejection(user)
+	}
+	return r, nil
+}
+
+// check decides every limit that applies (bit i of mask, or matched again past 64) with the
+// user's stripe lock held, filling r.entries with what to reserve if all admit, and returns the
+// refusal to report (kind 0: admitted). While e is not exact it decides token limits on the
+// bound and returns undecided as soon as one does not fit: the caller then refines e and checks
+// again, so a refusal is never reported on a bound.
+func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *estimate, r *Reservation) (worst refusal, undecided bool) {
+	r.entries = r.inline[:0]
 	replicas := 0 // asked lazily
 	nowMs := l.now().UnixMilli()
-	mu := &l.locks[maphash.String(l.seed, user)%stripes]
-	mu.Lock()
 	for i, c := range limits {
 		if i < 64 && mask&(1<<i) == 0 || i >= 64 && !c.matches(model) {
 			continue
@@ -201,7 +239,7 @@ func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation
 		cur := l.store.Sum(c.name, user, s.start, s.size)
 		prev := l.store.Sum(c.name, user, s.start-s.size, s.size)
 		used := slidingUsed(cur, prev, s)
-		need := c.need(est)
+		need := c.need(e.decide)
 		var kind refusalKind
 		target := int64(0) // the largest usage at which the request would fit
 		switch {
@@ -224,8 +262,12 @@ func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation
 				}
 			}
 		}
+		if kind != 0 && c.tokens && !e.exact {
+			return refusal{}, true
+		}
 		if kind == 0 {
-			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: need, urgent: float64(used+need) >= l.urgentFraction*float64(c.limit)})
+			reserved := c.need(e.reserve)
+			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: reserved, urgent: float64(used+need) >= l.urgentFraction*float64(c.limit)})
 			continue
 		}
 		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, replicas: replicas}
@@ -239,22 +281,7 @@ func (l *Limiter) Admit(user, model string, estimate func() int64) (*Reservation
 			worst = f
 		}
 	}
-	if worst.kind == 0 {
-		for _, e := range r.entries {
-			if e.reserved != 0 {
-				r.add(e, e.reserved)
-			}
-		}
-	}
-	mu.Unlock()
-	if worst.kind != 0 {
-		worst.lim.limited.Inc()
-		if worst.kind == refusedShare || worst.kind == refusedShareSize {
-			worst.lim.escrows.Inc()
-		}
-		return nil, worst.rejection(user)
-	}
-	return r, nil
+	return worst, false
 }
 
 // liveReplicas returns Options.Replicas(), or 1 without it.

@@ -191,7 +191,7 @@ func TestMissingUser(t *testing.T) {
 			p.MissingUser = tt.mode
 			st := newMapStore()
 			l := newTest(t, p, st, Options{Now: newClock(t0).Now})
-			r, err := l.Admit(tt.user, "m", nil)
+			r, err := l.Admit(tt.user, "m", Estimate{})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
@@ -212,7 +212,7 @@ func TestDisabled(t *testing.T) {
 	st := newMapStore()
 	// A disabled policy is not validated: the bad limit does not matter.
 	l := newTest(t, Policy{Limits: []Limit{{Name: "bad"}}}, st, Options{})
-	r, err := l.Admit("", "m", func() int64 { t.Fatal("estimate called"); return 0 })
+	r, err := l.Admit("", "m", Estimate{Exact: func() int64 { t.Fatal("estimate called"); return 0 }})
 	if r != nil || err != nil || l.Enabled() || st.adds != 0 {
 		t.Errorf("got %v, %v, enabled %v, %d adds; want nil, nil, false, 0", r, err, l.Enabled(), st.adds)
 	}
@@ -340,7 +340,7 @@ func TestAdmitAtomicPerUser(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		wg.Go(func() {
 			for j := 0; j < 20; j++ {
-				if _, err := l.Admit("u", "m", nil); err == nil {
+				if _, err := l.Admit("u", "m", Estimate{}); err == nil {
 					mu.Lock()
 					ok++
 					mu.Unlock()
@@ -448,7 +448,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		_, _ = l.Admit("u", "m", nil)
+		_, _ = l.Admit("u", "m", Estimate{})
 	}
 	if got := testutil.ToFloat64(l.metrics.limited.WithLabelValues("r")); got != 2 {
 		t.Errorf("rate_limited_requests_total{limit=r} = %v, want 2", got)

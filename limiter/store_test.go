@@ -150,14 +150,15 @@ func newTest(t testing.TB, p Policy, store Store, opts Options) *Limiter {
 	return l
 }
 
-// est returns an estimate function that counts its calls.
-func est(n int64, calls *int) func() int64 {
-	return func() int64 {
+// est returns an Estimate of n tokens without a bound, so Exact always decides; calls, if not
+// nil, counts the calls to Exact.
+func est(n int64, calls *int) Estimate {
+	return Estimate{Exact: func() int64 {
 		if calls != nil {
 			*calls++
 		}
 		return n
-	}
+	}}
 }
 
 // policy returns an enabled, rejecting policy with limits.

@@ -83,7 +83,7 @@ func TestUsageAnonymousAndEmpty(t *testing.T) {
 	p := policy(Limit{"r", MetricRequests, 5, time.Hour, nil})
 	p.MissingUser = MissingUserAnonymous
 	l := newTest(t, p, st, Options{Now: newClock(t0).Now})
-	if _, err := l.Admit("", "m", nil); err != nil {
+	if _, err := l.Admit("", "m", Estimate{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, user := range []string{"", AnonymousUser} {
