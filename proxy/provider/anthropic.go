@@ -59,10 +59,10 @@ func (a anthropicUsage) usage() Usage {
 }
 
 // merge overwrites the figures present in the usage object v (a message_delta
-// carries cumulative figures, some of them only). It reports whether v is an
-// object.
+// carries cumulative figures, some of them only). It reports whether v is a
+// complete, valid JSON object; a truncated one is ignored.
 func (a *anthropicUsage) merge(v gjson.Result) bool {
-	if !v.IsObject() {
+	if !v.IsObject() || !depthOK(unsafeBytes(v.Raw), MaxDepth) || !gjson.Valid(v.Raw) {
 		return false
 	}
 	set := func(dst *int64, name string) {
