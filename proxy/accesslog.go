@@ -1,16 +1,16 @@
 package proxy
 
 import (
-	"context"
 	"net/http"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 )
 
 // exchange is the record of one request: what the access log line and the
 // request metrics report when it ends. It is owned by the request's
-// goroutine.
+// goroutine, then by its response stream's.
 type exchange struct {
 	start        time.Time
 	route        string // metric route label: a metered path or "other"
@@ -24,26 +24,15 @@ type exchange struct {
 	completion   int64
 	reason       string // upstream error reason label, "" = none
 	err          error  // logged; never holds header values
-	clientCtx    context.Context
-	upstreamCtx  context.Context
 }
 
 // reply answers the request with an error the gateway produced.
-func (p *Proxy) reply(w http.ResponseWriter, ex *exchange, e *apiError) {
+func (p *Proxy) reply(ctx *fasthttp.RequestCtx, ex *exchange, e *apiError) {
 	ex.status = e.status
 	if ex.err == nil {
 		ex.err = e
 	}
-	writeAPIError(w, e)
-}
-
-// replyOrGone replies e unless the client has already gone (499, no body).
-func (p *Proxy) replyOrGone(w http.ResponseWriter, r *http.Request, ex *exchange, e *apiError) {
-	if err := r.Context().Err(); err != nil {
-		ex.status, ex.err = StatusClientClosedRequest, err
-		return
-	}
-	p.reply(w, ex, e)
+	writeAPIError(ctx, e)
 }
 
 // finish records the ended request in the metrics and the access log.

@@ -92,7 +92,7 @@ func BenchmarkUpstreamDirectStream(b *testing.B) {
 func BenchmarkReverseProxyBaseline(b *testing.B) {
 	up := newFakeLLM(b)
 	target, _ := url.Parse(up.srv.URL)
-	tr := newTransport()
+	tr := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr}
 	srv := httptest.NewServer(rp)
 	ctr := &http.Transport{MaxIdleConnsPerHost: 64}

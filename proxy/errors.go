@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
 
 	"github.com/genai-gateway/genai-gateway/limiter"
 )
@@ -46,20 +47,19 @@ type apiError struct {
 func (e *apiError) Error() string { return e.message }
 
 // writeAPIError is the one place that writes an error body the gateway
-// produces. It never includes request headers, so no Authorization value or
-// API key can end up in it.
-func writeAPIError(w http.ResponseWriter, e *apiError) {
-	h := w.Header()
-	for k, v := range e.header {
-		h[k] = v
+// produces. It replaces whatever response was being prepared (an upstream's
+// headers included) and never includes request headers, so no
+// Authorization value or API key can end up in it.
+func writeAPIError(ctx *fasthttp.RequestCtx, e *apiError) {
+	ctx.Response.Reset()
+	for k, vs := range e.header {
+		for _, v := range vs {
+			ctx.Response.Header.Add(k, v)
+		}
 	}
-	b := appendErrorBody(make([]byte, 0, 128+len(e.message)), e)
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	// The body is the gateway's own, plain JSON.
-	h.Del("Content-Encoding")
-	w.WriteHeader(e.status)
-	_, _ = w.Write(b)
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.SetStatusCode(e.status)
+	ctx.Response.SetBodyRaw(appendErrorBody(make([]byte, 0, 128+len(e.message)), e))
 }
 
 // appendErrorBody appends the OpenAI-shaped JSON error body of e to b.
@@ -77,18 +77,14 @@ func appendErrorBody(b []byte, e *apiError) []byte {
 	return append(b, "}}\n"...)
 }
 
-// upstreamFailure maps an error of a request to an upstream to the status the
-// client gets and the reason label of the upstream error metric:
-// the client went away (499, canceled), the per-upstream deadline or a
-// network timeout (504, timeout), anything else before a response
-// (502, unreachable) or while reading the response body (502, broken).
-// clientCtx is the inbound request's context, upstreamCtx the one derived
-// from it for the upstream call.
-func upstreamFailure(clientCtx, upstreamCtx context.Context, err error, afterHeaders bool) (*apiError, string) {
+// upstreamFailure maps an error of a request to an upstream to the status
+// the client gets and the reason label of the upstream error metric: a
+// deadline or network timeout (504, timeout), anything else before a
+// response (502, unreachable) or while reading the response body (502,
+// broken).
+func upstreamFailure(err error, afterHeaders bool) (*apiError, string) {
 	switch {
-	case clientCtx.Err() != nil:
-		return nil, reasonCanceled
-	case errors.Is(upstreamCtx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
+	case errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || isNetTimeout(err):
 		return &apiError{status: http.StatusGatewayTimeout, typ: typeServer, code: "upstream_timeout",
 			message: "The upstream server did not answer in time."}, reasonTimeout
 	case afterHeaders:
@@ -133,6 +129,38 @@ func errMissingUser(header string) *apiError {
 func errNotFound(method, path string) *apiError {
 	return &apiError{status: http.StatusNotFound, typ: typeInvalidRequest,
 		message: "Invalid URL (" + method + " " + path + ")"}
+}
+
+func errBadPath() *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_path",
+		message: "The request path cannot be cleaned safely (encoded dots or slashes, `;`, backslashes or control bytes)."}
+}
+
+func errReadTimeout() *apiError {
+	return &apiError{status: http.StatusRequestTimeout, typ: typeInvalidRequest, code: "request_timeout",
+		message: "The request was not received in time."}
+}
+
+func errBusy() *apiError {
+	h := make(http.Header, 1)
+	h.Set("Retry-After", "1")
+	return &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: "overloaded",
+		message: "The gateway is holding too many request bodies; retry shortly.", header: h}
+}
+
+func errUserTooLong(header string) *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_user",
+		message: "The `" + header + "` header is longer than " + strconv.Itoa(MaxUserBytes) + " bytes."}
+}
+
+func errDepth() *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "json_too_deep",
+		message: "The JSON body is nested deeper than " + strconv.Itoa(maxJSONDepth) + " levels."}
+}
+
+func errDuplicateKey(key string) *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
+		message: "The JSON body repeats the top-level key `" + key + "`."}
 }
 
 func errInternal() *apiError {

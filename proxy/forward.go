@@ -1,253 +1,367 @@
 package proxy
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"io"
-	"net"
-	"net/http"
-	"net/textproto"
 	"strings"
 	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/valyala/fasthttp"
 
 	"github.com/genai-gateway/genai-gateway/limiter"
 )
 
-// Metered requests use a small hand-made forwarder rather than
-// httputil.ReverseProxy: it must hold the response headers back until the
-// first body byte (so an upstream that fails before sending anything still
-// gets a clean 502), rewrite the stream and meter it, and it allocates less
-// per request (see BenchmarkProxyChat against BenchmarkReverseProxyBaseline).
-// Unmetered paths use httputil.ReverseProxy (passthrough.go), which also
-// handles protocol upgrades.
+// maxHeldBody is the largest non-streaming response read whole before it
+// is sent (one write to the client, usage parsed from the whole body);
+// larger or unsized bodies stream through with their tail kept for usage.
+const maxHeldBody = 1 << 20
 
-const (
-	copyBufSize     = 32 << 10
-	maxHeldBody     = 1 << 20 // non-streaming bodies parsed whole up to this size
-	maxIdlePerHost  = 1024
-	dialTimeout     = 30 * time.Second
-	idleConnTimeout = 90 * time.Second
-)
-
-// newTransport returns the keep-alive transport shared by all upstreams of
-// a Proxy: many idle connections per host, HTTP/2 over TLS, and no
-// transparent compression (metered bodies are read, passthrough bodies keep
-// the client's own Accept-Encoding).
-func newTransport() *http.Transport {
-	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxIdleConnsPerHost:   maxIdlePerHost,
-		IdleConnTimeout:       idleConnTimeout,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-	}
+// metered is one metered request in flight: what it read, what it
+// reserved, and the upstream exchange. It lives from the handler to the
+// end of the response stream, and is owned by one goroutine at a time.
+type metered struct {
+	p    *Proxy
+	ex   exchange
+	body *reqBody
+	est  estimator
+	res  *limiter.Reservation
+	hide bool // the client did not ask for the usage chunk: drop it
+	up   *upstream
+	resp *fasthttp.Response
+	bufs *streamBufs
 }
 
 // serveMetered handles a POST to a metered route. It reports whether the
-// response was cut off after its headers were sent, in which case the
-// caller aborts the connection so the client sees the truncation.
-func (p *Proxy) serveMetered(w http.ResponseWriter, r *http.Request, route string) (abort bool) {
-	ex := exchange{start: time.Now(), route: route, method: r.Method, path: route, metered: true, ttft: -1}
-	defer p.finish(&ex)
+// response goes on as a stream after the handler returns; the stream then
+// ends the request (end).
+func (p *Proxy) serveMetered(ctx *fasthttp.RequestCtx, route string, query []byte) (async bool) {
+	m := &metered{p: p, ex: exchange{start: time.Now(), route: route, method: fasthttp.MethodPost, path: route, metered: true, ttft: -1}}
 	if p.cfg.UserHeader != "" {
-		ex.user = r.Header.Get(p.cfg.UserHeader)
-	}
-	body, aerr := p.readBody(w, r)
-	if aerr != nil {
-		p.replyOrGone(w, r, &ex, aerr)
-		return false
-	}
-	js := unsafeString(body)
-	if !gjson.Valid(js) {
-		p.reply(w, &ex, errBadJSON())
-		return false
-	}
-	model := gjson.Get(js, "model")
-	if model.Type != gjson.String || model.Str == "" {
-		p.reply(w, &ex, errMissingModel())
-		return false
-	}
-	ex.model = strings.Clone(model.Str) // body must not be kept alive by labels and maps
-	up := p.pick(ex.model)
-	if up == nil {
-		p.reply(w, &ex, errUnknownModel(ex.model))
-		return false
-	}
-	ex.upstream = up.Name
-	hide := false
-	if (route == routeChat || route == routeCompletions) && gjson.Get(js, "stream").Type == gjson.True {
-		if so := gjson.Get(js, "stream_options"); so.Get("include_usage").Type != gjson.True {
-			body, hide = withIncludeUsage(body, so), true
-		}
-	}
-	est := estimator{tok: &p.tok, route: route, model: ex.model, body: body}
-	var res *limiter.Reservation
-	if p.lim != nil {
-		var err error
-		if res, err = p.lim.Admit(ex.user, ex.model, est.estimate); err != nil {
-			var rej *limiter.Rejection
-			switch {
-			case errors.As(err, &rej):
-				p.reply(w, &ex, errRateLimited(rej))
-			case errors.Is(err, limiter.ErrMissingUser):
-				p.reply(w, &ex, errMissingUser(p.cfg.UserHeader))
-			default:
-				ex.err = err
-				p.reply(w, &ex, errInternal())
-			}
+		u := ctx.Request.Header.Peek(p.cfg.UserHeader)
+		if len(u) > MaxUserBytes {
+			p.reply(ctx, &m.ex, errUserTooLong(p.cfg.UserHeader))
+			m.end()
 			return false
 		}
+		m.ex.user = string(u)
 	}
-	// Settle exactly once, with what was metered: 0 when the upstream
-	// answered an error status or never answered (it did no billable work
-	// we can see), the upstream's usage, or the tokenizer's count.
-	defer func() { res.Settle(limiter.Usage{PromptTokens: ex.prompt, CompletionTokens: ex.completion}) }()
-	return p.forward(w, r, &ex, up, body, hide, &est)
-}
-
-// forward sends the metered request upstream and copies the response back.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, ex *exchange, up *upstream,
-	body []byte, hide bool, est *estimator) (abort bool) {
-	ctx, cancel := upstreamContext(r.Context(), up)
-	defer cancel()
-	u := *up.base
-	u.Path += ex.route
-	u.RawQuery = joinQuery(up.base.RawQuery, r.URL.RawQuery)
-	out := (&http.Request{
-		Method:        http.MethodPost,
-		URL:           &u,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        outHeader(r, up, true),
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		GetBody:       func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil },
-		ContentLength: int64(len(body)),
-		Host:          u.Host,
-	}).WithContext(ctx)
-	resp, err := p.metered.RoundTrip(out)
-	if err != nil {
-		p.upstreamError(w, r, ex, ctx, err)
+	var aerr *apiError
+	if m.body, aerr = p.readBody(ctx); aerr != nil {
+		p.reply(ctx, &m.ex, aerr)
+		m.end()
 		return false
 	}
-	defer resp.Body.Close()
+	if aerr = m.prepare(route); aerr != nil {
+		p.reply(ctx, &m.ex, aerr)
+		m.end()
+		return false
+	}
+	if async, aerr = m.forward(ctx, query); aerr != nil {
+		p.reply(ctx, &m.ex, aerr)
+	}
+	if !async {
+		m.end()
+	}
+	return async
+}
 
-	h := w.Header()
-	copyHeader(h, resp.Header)
-	s := sink{w: w, rc: http.NewResponseController(w), status: resp.StatusCode, ex: ex}
-	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+// prepare validates the body, routes it by model, asks for the usage chunk
+// of a stream and admits the request.
+func (m *metered) prepare(route string) *apiError {
+	p := m.p
+	body := m.body.b
+	if aerr := checkRequestBody(body); aerr != nil {
+		return aerr
+	}
+	js := unsafeString(body)
+	model := gjson.Get(js, "model")
+	if model.Type != gjson.String || model.Str == "" {
+		return errMissingModel()
+	}
+	m.ex.model = strings.Clone(model.Str) // labels and maps must not keep the body alive
+	if m.up = p.pick(m.ex.model); m.up == nil {
+		return errUnknownModel(m.ex.model)
+	}
+	m.ex.upstream = m.up.Name
+	if (route == routeChat || route == routeCompletions) && gjson.Get(js, "stream").Type == gjson.True {
+		if so := gjson.Get(js, "stream_options"); so.Get("include_usage").Type != gjson.True {
+			body, m.hide = withIncludeUsage(body, so), true
+		}
+	}
+	m.est = estimator{tok: &p.tok, route: route, model: m.ex.model, body: body}
+	if p.lim == nil {
+		return nil
+	}
+	res, err := p.lim.Admit(m.ex.user, m.ex.model, m.est.limiterEstimate())
+	if err != nil {
+		var rej *limiter.Rejection
+		switch {
+		case errors.As(err, &rej):
+			return errRateLimited(rej)
+		case errors.Is(err, limiter.ErrMissingUser):
+			return errMissingUser(p.cfg.UserHeader)
+		default:
+			m.ex.err = err
+			return errInternal()
+		}
+	}
+	m.res = res
+	return nil
+}
+
+// forward sends the request upstream and answers the client: an error
+// before any response (502/504), a whole small body, or a stream that goes
+// on after the handler returns (async).
+func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, aerr *apiError) {
+	up := m.up
+	req := fasthttp.AcquireRequest()
+	outRequest(ctx, req, up, m.ex.route, query, true)
+	req.SetBodyRaw(m.est.body)
+	m.resp = fasthttp.AcquireResponse()
+	m.resp.StreamBody = true
+	var err error
+	if up.Timeout > 0 {
+		err = up.client.DoDeadline(req, m.resp, m.ex.start.Add(up.Timeout))
+	} else {
+		err = up.client.Do(req, m.resp)
+	}
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		aerr, m.ex.reason = upstreamFailure(err, false)
+		m.ex.err = err
+		return false, aerr
+	}
+	status := m.resp.StatusCode()
+	ok := status >= 200 && status < 300
+	sse := ok && isEventStream(m.resp.Header.ContentType())
+	size := m.resp.Header.ContentLength()
+	m.bufs = m.p.bufs.Get().(*streamBufs)
+	m.bufs.br.Reset(m.resp.BodyStream())
+	// Wait for the first body byte before anything is sent: an upstream
+	// that fails before it still gets a clean 502.
+	if _, err := m.bufs.br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
+		aerr, m.ex.reason = upstreamFailure(err, true)
+		m.ex.err = err
+		return false, aerr
+	}
+	if ok {
+		m.ex.ttft = time.Since(m.ex.start)
+	}
+	copyResponseHeader(&ctx.Response.Header, &m.resp.Header)
+	m.ex.status = status
+	if !sse && size >= 0 && size <= maxHeldBody {
+		return false, m.whole(ctx, ok, size)
+	}
+	// Streamed: chunked unless the body passes through unchanged with a
+	// known size.
+	if sse && m.hide {
+		size = -1
+	}
+	ctx.Response.SetBodyStream(&responseStream{m: m, sse: sse, ok: ok}, size)
+	return true, nil
+}
+
+// whole reads a small response body, meters it and sets it as the answer.
+func (m *metered) whole(ctx *fasthttp.RequestCtx, ok bool, size int) *apiError {
+	buf := m.bufs.text[:0]
+	if cap(buf) < size {
+		buf = make([]byte, 0, size)
+	}
+	n, err := io.ReadFull(m.bufs.br, buf[:size])
+	buf = buf[:n]
+	if err != nil {
+		aerr, reason := upstreamFailure(err, true)
+		m.ex.reason, m.ex.err = reason, err
+		return aerr
+	}
+	if ok {
+		if u, found := extractUsage(buf); found {
+			m.ex.prompt, m.ex.completion = u.prompt, u.completion
+		} else {
+			m.ex.prompt = m.est.estimate()
+			m.ex.completion = countCompletionText(m.ex.route, buf, m.count)
+		}
+	}
+	ctx.Response.SetBody(buf)
+	return nil
+}
+
+func (m *metered) count(b []byte) int64 { return m.p.tok.count(m.ex.model, b) }
+
+// end settles the reservation with what was metered (0 when the upstream
+// answered an error status or never answered: it did no billable work we
+// can see), releases the request's buffers and upstream response, and
+// records the request. It runs exactly once, on the goroutine that owns m.
+func (m *metered) end() {
+	p := m.p
+	m.res.Settle(limiter.Usage{PromptTokens: m.ex.prompt, CompletionTokens: m.ex.completion})
+	if m.resp != nil {
+		_ = m.resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(m.resp)
+		m.resp = nil
+	}
+	if m.bufs != nil {
+		m.bufs.br.Reset(nil)
+		p.bufs.Put(m.bufs)
+		m.bufs = nil
+	}
+	p.releaseBody(m.body)
+	p.finish(&m.ex)
+}
+
+// responseStream is the body of a streamed response: fasthttp calls WriteTo
+// with the client connection (each Write a flushed chunk), then
+// CloseWithError. It copies the upstream body through, event by event for
+// SSE, meters it, and ends the request.
+type responseStream struct {
+	m       *metered
+	sse, ok bool
+	started bool
+	ended   bool
+}
+
+// SupportsBodyWriteTo tells fasthttp to call WriteTo rather than Read.
+func (s *responseStream) SupportsBodyWriteTo() bool { return true }
+
+// Read is not used: fasthttp writes the stream with WriteTo.
+func (s *responseStream) Read([]byte) (int, error) {
+	return 0, errors.New("proxy: response stream is written with WriteTo")
+}
+
+func (s *responseStream) WriteTo(w io.Writer) (int64, error) {
+	s.started = true
+	m := s.m
+	cw := coalescer{w: w, buf: m.bufs.out[:0]}
 	var rerr, werr error
 	switch {
-	case !ok:
-		// Passed through byte for byte; settles to 0 usage.
-		rerr, werr = p.copyRaw(&s, resp.Body)
-	case isEventStream(resp.Header):
-		if hide {
-			h.Del("Content-Length")
-		}
-		_ = s.rc.SetWriteDeadline(time.Time{}) // streams are bounded by the upstream timeout
+	case s.sse:
 		kind := kindChat
-		if ex.route == routeResponses {
+		if m.ex.route == routeResponses {
 			kind = kindResponses
 		}
-		bufs := p.bufs.Get().(*streamBufs)
-		c := newSSECopier(resp.Body, bufs, kind, hide, func(b []byte) int64 { return p.tok.count(ex.model, b) })
-		rerr, werr = c.copy(&s, s.flush)
+		c := newSSECopier(m.bufs, kind, m.hide, m.count)
+		rerr, werr = c.copy(&cw, cw.flush)
 		if c.haveUsage {
-			ex.prompt, ex.completion = c.usage.prompt, c.usage.completion
+			m.ex.prompt, m.ex.completion = c.usage.prompt, c.usage.completion
 		} else {
-			ex.prompt, ex.completion = est.estimate(), c.completionTokens()
+			m.ex.prompt, m.ex.completion = m.est.estimate(), c.completionTokens()
 		}
-		c.release()
-		p.bufs.Put(bufs)
 	default:
-		rerr, werr = p.copyJSON(&s, resp.Body, ex, est)
+		rerr, werr = m.copyBody(&cw, s.ok)
+	}
+	if werr == nil {
+		werr = cw.flush()
 	}
 	switch {
-	case werr != nil || (rerr != nil && r.Context().Err() != nil):
-		ex.status, ex.reason, ex.err = StatusClientClosedRequest, reasonCanceled, firstErr(werr, rerr)
-		return false
+	case werr != nil:
+		m.ex.status, m.ex.reason, m.ex.err = StatusClientClosedRequest, reasonCanceled, werr
 	case rerr != nil:
-		aerr, reason := upstreamFailure(r.Context(), ctx, rerr, true)
-		ex.reason, ex.err = reason, rerr
-		if s.committed {
-			return true
-		}
-		clear(h)
-		p.reply(w, ex, aerr)
-		return false
+		_, m.ex.reason = upstreamFailure(rerr, true)
+		m.ex.err = rerr
 	}
-	s.commit() // an empty body still sends its headers
-	return false
+	s.end()
+	return cw.n, firstErr(werr, rerr)
 }
 
-// copyRaw copies an upstream body through unchanged.
-func (p *Proxy) copyRaw(dst *sink, src io.Reader) (rerr, werr error) {
-	bp := p.copyBufs.Get().(*[]byte)
-	defer p.copyBufs.Put(bp)
-	buf := *bp
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr = dst.Write(buf[:n]); werr != nil {
-				return nil, werr
-			}
-		}
-		if err == io.EOF {
-			return nil, nil
-		}
-		if err != nil {
-			return err, nil
-		}
+// CloseWithError ends the request if fasthttp never called WriteTo (the
+// client went away before the head was written, or a HEAD request).
+func (s *responseStream) CloseWithError(err error) error {
+	if !s.started {
+		s.m.ex.status, s.m.ex.err = StatusClientClosedRequest, err
+		s.m.ex.prompt, s.m.ex.completion = 0, 0
 	}
+	s.end()
+	return nil
 }
 
-// copyJSON copies a non-streaming body through unchanged while keeping what
-// metering needs: the whole body up to maxHeldBody (embeddings: only the
-// tail), else its tail, where upstreams put usage. The usage is read at the
-// end; without one the prompt estimate and the tokens of the generated text
-// are metered.
-func (p *Proxy) copyJSON(dst *sink, src io.Reader, ex *exchange, est *estimator) (rerr, werr error) {
-	bufs := p.bufs.Get().(*streamBufs)
-	defer p.bufs.Put(bufs)
+func (s *responseStream) end() {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	s.m.end()
+	s.m.p.done()
+}
+
+// copyBody copies a large or unsized non-streaming body through unchanged
+// while keeping what metering needs: the whole body up to maxHeldBody
+// (embeddings: only the tail), else its tail, where upstreams put usage.
+// Error statuses are copied and not metered.
+func (m *metered) copyBody(dst io.Writer, ok bool) (rerr, werr error) {
 	limit := maxHeldBody
-	if ex.route == routeEmbeddings {
+	if m.ex.route == routeEmbeddings || !ok {
 		limit = 0 // large vectors; usage is always at the end
 	}
-	m := bodyMeter{held: bufs.text[:0], tail: bufs.tail[:0], limit: limit}
-	buf := bufs.ev[:cap(bufs.ev)]
+	bm := bodyMeter{held: m.bufs.text[:0], tail: m.bufs.tail[:0], limit: limit}
+	br := m.bufs.br
 	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			m.write(buf[:n])
-			if _, werr = dst.Write(buf[:n]); werr != nil {
-				break
+		if _, err := br.Peek(1); err != nil {
+			if !errors.Is(err, io.EOF) {
+				rerr = err
 			}
-		}
-		if err == io.EOF {
 			break
 		}
-		if err != nil {
-			rerr = err
+		b, _ := br.Peek(br.Buffered()) // what arrived, without a copy
+		bm.write(b)
+		_, werr = dst.Write(b)
+		_, _ = br.Discard(len(b))
+		if werr != nil {
 			break
 		}
 	}
-	if u, ok := m.usage(); ok {
-		ex.prompt, ex.completion = u.prompt, u.completion
+	if !ok {
+		return rerr, werr
+	}
+	if u, found := bm.usage(); found {
+		m.ex.prompt, m.ex.completion = u.prompt, u.completion
 	} else {
-		ex.prompt = est.estimate()
-		if !m.over {
-			ex.completion = countCompletionText(ex.route, m.held, func(b []byte) int64 { return p.tok.count(ex.model, b) })
+		m.ex.prompt = m.est.estimate()
+		if !bm.over {
+			m.ex.completion = countCompletionText(m.ex.route, bm.held, m.count)
 		}
 	}
 	return rerr, werr
+}
+
+// coalescer gathers what the SSE copier writes and hands it to the client
+// connection in one chunk per flush: events already buffered upstream go
+// out together, and none waits for a later one.
+type coalescer struct {
+	w   io.Writer
+	buf []byte
+	n   int64
+	err error
+}
+
+func (c *coalescer) Write(b []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if len(c.buf)+len(b) > cap(c.buf) {
+		if err := c.flush(); err != nil {
+			return 0, err
+		}
+		if len(b) > cap(c.buf) {
+			n, err := c.w.Write(b)
+			c.n += int64(n)
+			c.err = err
+			return n, err
+		}
+	}
+	c.buf = append(c.buf, b...)
+	return len(b), nil
+}
+
+func (c *coalescer) flush() error {
+	if c.err != nil || len(c.buf) == 0 {
+		return c.err
+	}
+	n, err := c.w.Write(c.buf)
+	c.n += int64(n)
+	c.buf = c.buf[:0]
+	c.err = err
+	return err
 }
 
 // bodyMeter keeps a non-streaming body for the usage parse: whole while it
@@ -289,131 +403,9 @@ func appendTail(tail, b []byte) []byte {
 	return append(tail, b...)
 }
 
-// upstreamError answers a failed exchange before any response byte: 499
-// (nothing written) when the client went away, else 502/504.
-func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, ex *exchange, ctx context.Context, err error) {
-	aerr, reason := upstreamFailure(r.Context(), ctx, err, false)
-	ex.reason, ex.err = reason, err
-	if aerr == nil {
-		ex.status = StatusClientClosedRequest
-		return
-	}
-	p.reply(w, ex, aerr)
-}
-
-// sink writes a response to the client, sending the status and headers
-// with the first body byte (or at the end, for an empty body).
-type sink struct {
-	w         http.ResponseWriter
-	rc        *http.ResponseController
-	status    int
-	committed bool
-	ex        *exchange
-}
-
-func (s *sink) commit() {
-	if s.committed {
-		return
-	}
-	s.committed = true
-	s.ex.status = s.status
-	if s.status >= 200 && s.status < 300 {
-		s.ex.ttft = time.Since(s.ex.start)
-	}
-	s.w.WriteHeader(s.status)
-}
-
-func (s *sink) Write(b []byte) (int, error) {
-	s.commit()
-	return s.w.Write(b)
-}
-
-func (s *sink) flush() {
-	s.commit()
-	_ = s.rc.Flush()
-}
-
-func isEventStream(h http.Header) bool {
-	ct := h.Get("Content-Type")
-	return len(ct) >= len("text/event-stream") && strings.EqualFold(ct[:len("text/event-stream")], "text/event-stream")
-}
-
-// hopHeaders are removed from requests and responses in both directions
-// (RFC 9110 7.6.1), besides the headers a Connection header names.
-var hopHeaders = [...]string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if f = textproto.TrimString(f); f != "" {
-				delete(h, textproto.CanonicalMIMEHeaderKey(f))
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		delete(h, k)
-	}
-}
-
-// outHeader builds the upstream request's headers: the client's minus
-// hop-by-hop headers and Content-Length (set from the body), X-Forwarded-For
-// appended, Authorization replaced when the upstream has an API key, and
-// (metered) no Expect or Accept-Encoding, so the response can be read. Value slices
-// are shared with the client request and must not be modified.
-func outHeader(r *http.Request, up *upstream, metered bool) http.Header {
-	h := make(http.Header, len(r.Header)+2)
-	for k, v := range r.Header {
-		h[k] = v
-	}
-	removeHopHeaders(h)
-	delete(h, "Content-Length")
-	if metered {
-		// The body is in hand: no 100-continue round trip; and the response
-		// must come back readable.
-		delete(h, "Expect")
-		delete(h, "Accept-Encoding")
-	}
-	if up.auth != nil {
-		h["Authorization"] = up.auth
-	}
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = []string{""} // no Go default User-Agent
-	}
-	appendXFF(h, r.Header["X-Forwarded-For"], r.RemoteAddr)
-	return h
-}
-
-// appendXFF sets X-Forwarded-For to the client's chain plus its address.
-func appendXFF(h http.Header, prior []string, remoteAddr string) {
-	ip, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		return
-	}
-	if len(prior) > 0 {
-		ip = strings.Join(prior, ", ") + ", " + ip
-	}
-	h["X-Forwarded-For"] = []string{ip}
-}
-
-// copyHeader copies an upstream response's headers minus hop-by-hop ones.
-func copyHeader(dst, src http.Header) {
-	for k, v := range src {
-		dst[k] = v
-	}
-	removeHopHeaders(dst)
-}
-
-func joinQuery(base, in string) string {
-	switch {
-	case base == "":
-		return in
-	case in == "":
-		return base
-	}
-	return base + "&" + in
+func isEventStream(ct []byte) bool {
+	const es = "text/event-stream"
+	return len(ct) >= len(es) && strings.EqualFold(string(ct[:len(es)]), es)
 }
 
 func firstErr(errs ...error) error {

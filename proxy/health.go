@@ -1,28 +1,28 @@
 package proxy
 
-import "net/http"
+import "github.com/valyala/fasthttp"
 
 // serveHealth answers /healthz: 200 while the process runs.
-func (p *Proxy) serveHealth(w http.ResponseWriter) {
-	writeHealth(w, http.StatusOK, "ok")
+func (p *Proxy) serveHealth(ctx *fasthttp.RequestCtx) {
+	writeHealth(ctx, fasthttp.StatusOK, "ok")
 }
 
 // serveReady answers /readyz: 200 when the replica serves, 503 while it
 // drains at shutdown or while Config.Ready says it is not ready.
-func (p *Proxy) serveReady(w http.ResponseWriter) {
+func (p *Proxy) serveReady(ctx *fasthttp.RequestCtx) {
 	switch {
 	case p.draining.Load():
-		writeHealth(w, http.StatusServiceUnavailable, "draining")
+		writeHealth(ctx, fasthttp.StatusServiceUnavailable, "draining")
 	case p.cfg.Ready != nil && !p.cfg.Ready():
-		writeHealth(w, http.StatusServiceUnavailable, "not ready")
+		writeHealth(ctx, fasthttp.StatusServiceUnavailable, "not ready")
 	default:
-		writeHealth(w, http.StatusOK, "ok")
+		writeHealth(ctx, fasthttp.StatusOK, "ok")
 	}
 }
 
-func writeHealth(w http.ResponseWriter, status int, body string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body + "\n"))
+func writeHealth(ctx *fasthttp.RequestCtx, status int, body string) {
+	ctx.Response.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetStatusCode(status)
+	ctx.SetBodyString(body + "\n")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
 
 	"github.com/genai-gateway/genai-gateway/limiter"
@@ -45,6 +47,7 @@ type recorded struct {
 	header                    http.Header
 	body                      []byte
 	protoMajor                int
+	tls                       bool
 }
 
 type fakeOpt func(*fakeLLM)
@@ -97,7 +100,7 @@ func (f *fakeLLM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.hits.Add(1)
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
-	f.requests = append(f.requests, recorded{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Clone(), body, r.ProtoMajor})
+	f.requests = append(f.requests, recorded{r.Method, r.URL.Path, r.URL.RawQuery, r.Host, r.Header.Clone(), body, r.ProtoMajor, r.TLS != nil})
 	f.mu.Unlock()
 	w.Header().Set("x-ratelimit-limit-requests", "10000")
 	w.Header().Set("x-ratelimit-remaining-requests", "9999")
@@ -303,10 +306,11 @@ func inputWords(raw json.RawMessage) int {
 	return n
 }
 
-// env is a Proxy served by an httptest server, with its registry and log.
+// env is a Proxy served by its fasthttp server on a loopback port, with
+// its registry and log.
 type env struct {
 	p      *Proxy
-	srv    *httptest.Server
+	srv    *gatewayServer
 	reg    *prometheus.Registry
 	logs   *syncBuffer
 	client *http.Client
@@ -323,7 +327,7 @@ func newEnv(t testing.TB, cfg Config, lim Limiter) *env {
 		t.Fatalf("New: %v", err)
 	}
 	e.p = p
-	e.srv = httptest.NewServer(p)
+	e.srv = serveGateway(t, p)
 	tr := &http.Transport{}
 	e.client = &http.Client{Transport: tr}
 	t.Cleanup(func() {
@@ -336,6 +340,36 @@ func newEnv(t testing.TB, cfg Config, lim Limiter) *env {
 		}
 	})
 	return e
+}
+
+// gatewayServer is a Proxy's fasthttp server listening on 127.0.0.1.
+type gatewayServer struct {
+	URL string
+	srv *fasthttp.Server
+	ln  net.Listener
+}
+
+func serveGateway(t testing.TB, p *Proxy) *gatewayServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatewayServer{URL: "http://" + ln.Addr().String(), srv: p.Server(), ln: ln}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = g.srv.Serve(ln)
+	}()
+	t.Cleanup(func() { <-done })
+	return g
+}
+
+// Close stops accepting and closes every connection; streams in flight end.
+func (g *gatewayServer) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = g.srv.ShutdownWithContext(ctx)
 }
 
 // upstreams is a Config with one upstream per fake, in order.
@@ -469,13 +503,13 @@ type fakeLimiter struct {
 	estimates []int64
 }
 
-func (f *fakeLimiter) Admit(user, model string, estimate func() int64) (*limiter.Reservation, error) {
+func (f *fakeLimiter) Admit(user, model string, est limiter.Estimate) (*limiter.Reservation, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	if f.err != nil {
 		return nil, f.err
 	}
-	f.estimates = append(f.estimates, estimate())
+	f.estimates = append(f.estimates, est.Exact())
 	return nil, nil
 }

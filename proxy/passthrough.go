@@ -1,85 +1,122 @@
 package proxy
 
 import (
-	"context"
-	"log"
-	"net/http"
-	"net/http/httputil"
-	"sync"
+	"errors"
+	"io"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
-// passthrough forwards unmetered /v1/ requests (GET /v1/models, file
+// passthrough forwards an unmetered /v1/ request (GET /v1/models, file
 // uploads, ...) to the first upstream untouched: bodies stream both ways
-// unbuffered, content types and encodings are left alone, protocol upgrades
-// work. It is httputil.ReverseProxy with the gateway's header rules, error
-// path and metrics. Safe for concurrent use.
-type passthrough struct {
-	p  *Proxy
-	up *upstream
-	rp *httputil.ReverseProxy
-}
-
-type exchangeKey struct{}
-
-func newPassthrough(p *Proxy) *passthrough {
+// unbuffered and unbounded in size (bounded in time by the upstream's
+// timeout), content types and encodings are left alone. Protocol upgrades
+// (WebSocket) are refused with 501. It reports whether the response goes
+// on as a stream after the handler returns.
+func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte) (async bool) {
 	up := p.upstreams[0]
-	t := &passthrough{p: p, up: up}
-	t.rp = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(up.base)
-			appendXFF(pr.Out.Header, pr.In.Header["X-Forwarded-For"], pr.In.RemoteAddr)
-			if up.auth != nil {
-				pr.Out.Header["Authorization"] = up.auth
-			}
-		},
-		Transport:  p.transport,
-		BufferPool: bufferPool{&p.copyBufs},
-		ErrorLog:   log.New(p.log, "", 0),
-		ModifyResponse: func(resp *http.Response) error {
-			if ex, ok := resp.Request.Context().Value(exchangeKey{}).(*exchange); ok {
-				ex.status = resp.StatusCode
-			}
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			ex, ok := r.Context().Value(exchangeKey{}).(*exchange)
-			if !ok {
-				writeAPIError(w, errInternal())
-				return
-			}
-			aerr, reason := upstreamFailure(ex.clientCtx, ex.upstreamCtx, err, false)
-			ex.reason, ex.err = reason, err
-			if aerr == nil {
-				ex.status = StatusClientClosedRequest
-				return
-			}
-			p.reply(w, ex, aerr)
-		},
+	ex := &exchange{start: time.Now(), route: routeOther, method: string(ctx.Method()), path: path, upstream: up.Name, ttft: -1}
+	if len(ctx.Request.Header.Peek("Upgrade")) > 0 {
+		p.reply(ctx, ex, &apiError{status: fasthttp.StatusNotImplemented, typ: typeInvalidRequest,
+			message: "Protocol upgrades (WebSocket) are not supported by the gateway."})
+		p.finish(ex)
+		return false
 	}
-	return t
+	var deadline time.Time
+	if up.Timeout > 0 {
+		// Uploads may take as long as the upstream exchange may.
+		deadline = ex.start.Add(up.Timeout)
+		_ = ctx.Conn().SetReadDeadline(deadline)
+	}
+	req := fasthttp.AcquireRequest()
+	outRequest(ctx, req, up, path, query, false)
+	if s := ctx.RequestBodyStream(); s != nil && ctx.Request.Header.ContentLength() != 0 {
+		req.SetBodyStream(s, ctx.Request.Header.ContentLength())
+	}
+	resp := fasthttp.AcquireResponse()
+	resp.StreamBody = true
+	var err error
+	if deadline.IsZero() {
+		err = up.client.Do(req, resp)
+	} else {
+		err = up.client.DoDeadline(req, resp, deadline)
+	}
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		aerr, reason := upstreamFailure(err, false)
+		ex.reason, ex.err = reason, err
+		p.reply(ctx, ex, aerr)
+		p.finish(ex)
+		return false
+	}
+	ex.status = resp.StatusCode()
+	copyResponseHeader(&ctx.Response.Header, &resp.Header)
+	ctx.Response.SetBodyStream(&passStream{p: p, ex: ex, resp: resp}, resp.Header.ContentLength())
+	return true
 }
 
-// serve forwards r. A response cut off midway makes ReverseProxy abort the
-// connection (http.ErrAbortHandler); the deferred bookkeeping still runs.
-func (t *passthrough) serve(w http.ResponseWriter, r *http.Request) {
-	ex := &exchange{start: time.Now(), route: routeOther, method: r.Method, path: r.URL.Path,
-		upstream: t.up.Name, ttft: -1, clientCtx: r.Context()}
-	defer func() {
-		if ex.status != StatusClientClosedRequest && r.Context().Err() != nil {
-			ex.status, ex.err = StatusClientClosedRequest, r.Context().Err()
+// passStream copies an upstream body to the client unchanged and ends the
+// request when done.
+type passStream struct {
+	p     *Proxy
+	ex    *exchange
+	resp  *fasthttp.Response
+	ended bool
+}
+
+func (s *passStream) SupportsBodyWriteTo() bool { return true }
+
+func (s *passStream) Read([]byte) (int, error) {
+	return 0, errors.New("proxy: response stream is written with WriteTo")
+}
+
+func (s *passStream) WriteTo(w io.Writer) (int64, error) {
+	bufs := s.p.bufs.Get().(*streamBufs)
+	defer s.p.bufs.Put(bufs)
+	buf := bufs.out[:cap(bufs.out)]
+	var n int64
+	src := s.resp.BodyStream()
+	for {
+		r, err := src.Read(buf)
+		if r > 0 {
+			wn, werr := w.Write(buf[:r])
+			n += int64(wn)
+			if werr != nil {
+				s.ex.status, s.ex.reason, s.ex.err = StatusClientClosedRequest, reasonCanceled, werr
+				s.end()
+				return n, werr
+			}
 		}
-		t.p.finish(ex)
-	}()
-	ctx, cancel := upstreamContext(r.Context(), t.up)
-	defer cancel()
-	ex.upstreamCtx = ctx
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{}) // bounded by the upstream timeout
-	t.rp.ServeHTTP(w, r.WithContext(context.WithValue(ctx, exchangeKey{}, ex)))
+		if errors.Is(err, io.EOF) {
+			s.end()
+			return n, nil
+		}
+		if err != nil {
+			_, s.ex.reason = upstreamFailure(err, true)
+			s.ex.err = err
+			s.end()
+			return n, err
+		}
+	}
 }
 
-// bufferPool lends ReverseProxy the Proxy's copy buffers.
-type bufferPool struct{ pool *sync.Pool }
+func (s *passStream) CloseWithError(err error) error {
+	if !s.ended && err != nil {
+		s.ex.status, s.ex.err = StatusClientClosedRequest, err
+	}
+	s.end()
+	return nil
+}
 
-func (b bufferPool) Get() []byte  { return *b.pool.Get().(*[]byte) }
-func (b bufferPool) Put(v []byte) { b.pool.Put(&v) }
+func (s *passStream) end() {
+	if s.ended {
+		return
+	}
+	s.ended = true
+	_ = s.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(s.resp)
+	s.p.finish(s.ex)
+	s.p.done()
+}

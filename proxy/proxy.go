@@ -1,17 +1,19 @@
-// Package proxy is the gateway's HTTP handler: it routes OpenAI-compatible
+// Package proxy is the gateway's HTTP edge: it routes OpenAI-compatible
 // requests to upstreams, streams their responses back, meters tokens per
 // user and model, asks the rate limiter before forwarding, and exports the
 // traffic metrics.
+//
+// The proxy port runs on fasthttp's server and HostClient; their types stay
+// in the files that touch the wire (server.go, forward.go, passthrough.go,
+// upstream.go). Routing, metering and limiting take plain values.
 package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"path"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,8 +35,16 @@ const (
 
 // Defaults applied by New to zero Config fields.
 const (
-	DefaultMaxBodyBytes = 10 << 20
-	DefaultMaxUsers     = 10000
+	DefaultMaxBodyBytes         = 10 << 20
+	DefaultMaxUsers             = 10000
+	DefaultMaxSeries            = 100000
+	DefaultUserIdle             = time.Hour
+	DefaultBodyReadTimeout      = 30 * time.Second
+	DefaultMaxInflightBodyBytes = 256 << 20
+	DefaultMaxConnections       = 10000
+	// MaxUserBytes is the longest user value accepted (400 past it), so
+	// every accepted user fits a gossip message and a metric label.
+	MaxUserBytes = 256
 )
 
 // Upstream is one OpenAI-compatible endpoint.
@@ -59,26 +69,39 @@ type Config struct {
 	// MaxBodyBytes bounds metered request bodies (413 past it); 0 = 10 MiB.
 	// Unmetered requests (uploads) stream through unbounded.
 	MaxBodyBytes int64
+	// MaxInflightBodyBytes caps the memory all metered request bodies may
+	// hold together; past it a request gets 503 with Retry-After.
+	// 0 = 256 MiB.
+	MaxInflightBodyBytes int64
+	// BodyReadTimeout bounds reading one request, head and body; 0 = 30s.
+	BodyReadTimeout time.Duration
+	// MaxConnections caps the open client connections; 0 = 10000.
+	MaxConnections int
 	// UserHeader names the header that identifies the user for the metrics
 	// `user` label and the limiter; "" = no user.
 	UserHeader string
 	// MaxUsers caps the distinct `user` label values; 0 = 10000.
 	MaxUsers int
+	// MaxSeries caps the (user, model) series; 0 = 100000.
+	MaxSeries int
+	// UserIdle is how long an idle user's series are kept; 0 = 1h.
+	UserIdle time.Duration
 	// Ready is an extra readiness gate for /readyz (cluster); nil = ready.
 	Ready func() bool
-	// Transport sends upstream requests; nil = a shared keep-alive
-	// http.Transport (HTTP/2 over TLS) owned by the Proxy.
-	Transport http.RoundTripper
+	// TLSConfig, when set, is used for https upstreams (tests: a private
+	// CA); nil = the system roots.
+	TLSConfig *tls.Config
 }
 
 // Limiter admits requests before they are forwarded; *limiter.Limiter
-// satisfies it. Admit calls estimate at most once, lazily, on the calling
-// goroutine. It must be safe for concurrent use.
+// satisfies it. Admit calls est.Exact at most once, lazily, on the calling
+// goroutine, and only when est.Bound cannot decide. It must be safe for
+// concurrent use.
 type Limiter interface {
-	Admit(user, model string, estimate func() int64) (*limiter.Reservation, error)
+	Admit(user, model string, est limiter.Estimate) (*limiter.Reservation, error)
 }
 
-// Proxy is the gateway's http.Handler. It is safe for concurrent use; two
+// Proxy is the gateway's proxy port. It is safe for concurrent use; two
 // Proxies in one process share nothing.
 type Proxy struct {
 	cfg       Config
@@ -86,24 +109,13 @@ type Proxy struct {
 	lim       Limiter
 	log       zerolog.Logger
 	m         *metrics
-	transport http.RoundTripper // passthrough routes
-	metered   http.RoundTripper // metered routes: h1 for plain-HTTP upstreams, else transport
-	ownTr     *http.Transport   // closed by Wait; nil when Config.Transport is set
-	h1        *h1Transport      // closed by Wait; nil when Config.Transport is set
-	pass      *passthrough
 	tok       tokenizers
 	bufs      sync.Pool // *streamBufs
-	copyBufs  sync.Pool // *[]byte of copyBufSize, raw copies
+	bodyBufs  sync.Pool // *[]byte, request bodies
+	bodies    bodyBudget
 
 	draining atomic.Bool
 	inflight tracker
-}
-
-// upstream is an Upstream with its URL parsed and header values prepared.
-type upstream struct {
-	Upstream
-	base *url.URL
-	auth []string // Authorization value when APIKey is set
 }
 
 // New builds a Proxy. lim may be nil (no limiting). It registers the
@@ -112,50 +124,24 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 	if len(cfg.Upstreams) == 0 {
 		return nil, errors.New("proxy: no upstreams")
 	}
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if cfg.MaxUsers <= 0 {
-		cfg.MaxUsers = DefaultMaxUsers
-	}
+	setDefault(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&cfg.MaxInflightBodyBytes, max(DefaultMaxInflightBodyBytes, cfg.MaxBodyBytes))
+	setDefault(&cfg.BodyReadTimeout, DefaultBodyReadTimeout)
+	setDefault(&cfg.MaxConnections, DefaultMaxConnections)
+	setDefault(&cfg.MaxUsers, DefaultMaxUsers)
+	setDefault(&cfg.MaxSeries, DefaultMaxSeries)
+	setDefault(&cfg.UserIdle, DefaultUserIdle)
 	if l, ok := lim.(*limiter.Limiter); ok && l == nil {
 		lim = nil // a typed nil means no limiting too
 	}
 	p := &Proxy{cfg: cfg, lim: lim, log: log.With().Str("component", "proxy").Logger()}
+	p.bodies.max = cfg.MaxInflightBodyBytes
 	for i, u := range cfg.Upstreams {
-		base, err := url.Parse(u.URL)
-		if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-			return nil, fmt.Errorf("upstreams[%d] (%s): url must be http(s)://host[:port][/path]", i, u.Name)
-		}
-		if base.User != nil {
-			return nil, fmt.Errorf("upstreams[%d] (%s): url must not hold credentials; use api_key", i, u.Name)
-		}
-		for _, g := range u.Models {
-			if _, err := path.Match(g, ""); err != nil {
-				return nil, fmt.Errorf("upstreams[%d] (%s): models: bad pattern %q: %w", i, u.Name, g, err)
-			}
-		}
-		base.Path = strings.TrimSuffix(base.Path, "/")
-		base.RawPath = ""
-		up := &upstream{Upstream: u, base: base}
-		if u.APIKey != "" {
-			up.auth = []string{"Bearer " + u.APIKey}
+		up, err := newUpstream(i, u, cfg.TLSConfig)
+		if err != nil {
+			return nil, err
 		}
 		p.upstreams = append(p.upstreams, up)
-	}
-	p.transport, p.metered = cfg.Transport, cfg.Transport
-	if p.transport == nil {
-		p.ownTr = newTransport()
-		p.transport = p.ownTr
-		var direct []string
-		for _, up := range p.upstreams {
-			probe := &http.Request{Method: http.MethodPost, URL: up.base, Header: http.Header{}}
-			if proxyURL, err := http.ProxyFromEnvironment(probe); up.base.Scheme == "http" && err == nil && proxyURL == nil {
-				direct = append(direct, up.base.Host)
-			}
-		}
-		p.h1 = newH1Transport(p.ownTr, direct)
-		p.metered = p.h1
 	}
 	m, err := newMetrics(reg, cfg.MaxUsers)
 	if err != nil {
@@ -163,54 +149,14 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 	}
 	p.m = m
 	p.bufs.New = func() any { return newStreamBufs() }
-	p.copyBufs.New = func() any { b := make([]byte, copyBufSize); return &b }
-	p.pass = newPassthrough(p)
+	p.bodyBufs.New = func() any { b := make([]byte, 0, initialBodyBuf); return &b }
 	return p, nil
 }
 
-// ServeHTTP serves the metered routes, every other /v1/ path (forwarded
-// unmetered to the first upstream), /healthz and /readyz. It is safe for
-// concurrent use; a request's upstream exchange is bound to r.Context(), so
-// a client that goes away cancels it.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/healthz":
-		p.serveHealth(w)
-		return
-	case "/readyz":
-		p.serveReady(w)
-		return
+func setDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
-	p.inflight.add()
-	p.m.inFlight.Inc()
-	defer func() {
-		p.m.inFlight.Dec()
-		p.inflight.done()
-	}()
-	if route := meteredRoute(r.URL.Path); route != "" && r.Method == http.MethodPost {
-		if p.serveMetered(w, r, route) {
-			// The upstream broke off after the headers were sent: abort the
-			// connection so the client sees a truncated response, not a
-			// complete one. Bookkeeping has run; net/http recovers this.
-			panic(http.ErrAbortHandler)
-		}
-		return
-	}
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
-		p.pass.serve(w, r)
-		return
-	}
-	ex := exchange{start: time.Now(), route: routeOther, method: r.Method, path: r.URL.Path}
-	p.reply(w, &ex, errNotFound(r.Method, r.URL.Path))
-	p.finish(&ex)
-}
-
-func meteredRoute(p string) string {
-	switch p {
-	case routeChat, routeCompletions, routeEmbeddings, routeResponses:
-		return p
-	}
-	return ""
 }
 
 // pick returns the first upstream that serves model, or nil.
@@ -234,14 +180,14 @@ func (p *Proxy) SetDraining() { p.draining.Store(true) }
 
 // Wait blocks until no request or stream is in flight, or ctx is done (its
 // error is returned then). Once drained it closes the idle upstream
-// connections of the Proxy's own transport. Call it after
-// http.Server.Shutdown has stopped new requests. Safe for concurrent use.
+// connections. Call it after the server has stopped accepting. Safe for
+// concurrent use.
 func (p *Proxy) Wait(ctx context.Context) error {
 	if err := p.inflight.wait(ctx); err != nil {
 		return err
 	}
-	if p.h1 != nil {
-		p.h1.CloseIdleConnections() // and ownTr's
+	for _, up := range p.upstreams {
+		up.client.CloseIdleConnections()
 	}
 	return nil
 }
@@ -286,3 +232,22 @@ func (t *tracker) wait(ctx context.Context) error {
 		return fmt.Errorf("wait for requests in flight: %w", ctx.Err())
 	}
 }
+
+// bodyBudget caps the bytes all metered request bodies hold together, so
+// slow or stalled uploads cannot pin the replica's memory. Safe for
+// concurrent use.
+type bodyBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// take reserves n bytes, or reports false when that would pass max.
+func (b *bodyBudget) take(n int64) bool {
+	if b.used.Add(n) > b.max {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *bodyBudget) give(n int64) { b.used.Add(-n) }

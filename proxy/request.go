@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -10,34 +9,101 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	"github.com/valyala/fasthttp"
+
+	"github.com/genai-gateway/genai-gateway/limiter"
 )
 
-// readBody reads a metered request body whole, refusing more than
-// MaxBodyBytes with 413.
-func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+// Request body buffers: pooled up to maxPooledBody, grown with what
+// arrives, never allocated at a declared Content-Length.
+const (
+	initialBodyBuf = 16 << 10
+	maxPooledBody  = 1 << 20
+)
+
+// reqBody is a metered request's body, held in a pooled buffer whose
+// capacity is charged to the Proxy's bodyBudget until release.
+type reqBody struct {
+	buf  *[]byte
+	b    []byte
+	held int64
+}
+
+// readBody reads a metered request body whole: 413 past MaxBodyBytes (at
+// once when Content-Length says so), 408 when it does not arrive within
+// BodyReadTimeout of the request's start, 503 when all bodies in flight
+// together would pass MaxInflightBodyBytes. Memory grows with the bytes
+// that arrive, not with what the client declares.
+func (p *Proxy) readBody(ctx *fasthttp.RequestCtx) (*reqBody, *apiError) {
 	limit := p.cfg.MaxBodyBytes
-	if r.ContentLength > limit {
+	cl := int64(ctx.Request.Header.ContentLength())
+	if cl > limit {
 		return nil, errTooLarge(limit)
 	}
-	src := http.MaxBytesReader(w, r.Body, limit)
-	var (
-		b   []byte
-		err error
-	)
-	if r.ContentLength >= 0 {
-		b = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(src, b)
-	} else {
-		b, err = io.ReadAll(src)
+	rb := &reqBody{}
+	src := ctx.RequestBodyStream()
+	if src == nil {
+		src = bytes.NewReader(ctx.Request.Body())
 	}
-	if err != nil {
-		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+	rb.buf = p.bodyBufs.Get().(*[]byte)
+	rb.b = (*rb.buf)[:0]
+	if !p.bodies.take(int64(cap(rb.b))) {
+		p.releaseBody(rb)
+		return nil, errBusy()
+	}
+	rb.held = int64(cap(rb.b))
+	for {
+		if len(rb.b) == cap(rb.b) {
+			if int64(len(rb.b)) > limit {
+				p.releaseBody(rb)
+				return nil, errTooLarge(limit)
+			}
+			next := min(int64(cap(rb.b))*2, limit+1)
+			if cl >= 0 && cl < next && int64(len(rb.b)) < cl {
+				next = cl + 1 // room for the declared body and one byte to see EOF
+			}
+			if !p.bodies.take(next - int64(cap(rb.b))) {
+				p.releaseBody(rb)
+				return nil, errBusy()
+			}
+			rb.held += next - int64(cap(rb.b))
+			grown := make([]byte, len(rb.b), next)
+			copy(grown, rb.b)
+			rb.b = grown
+		}
+		n, err := src.Read(rb.b[len(rb.b):cap(rb.b)])
+		rb.b = rb.b[:len(rb.b)+n]
+		if int64(len(rb.b)) > limit {
+			p.releaseBody(rb)
 			return nil, errTooLarge(limit)
 		}
-		return nil, &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest,
-			message: "Could not read the request body."}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			return rb, nil
+		case isNetTimeout(err):
+			p.releaseBody(rb)
+			return nil, errReadTimeout()
+		default:
+			p.releaseBody(rb)
+			return nil, &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest,
+				message: "Could not read the request body."}
+		}
 	}
-	return b, nil
+}
+
+// releaseBody returns rb's memory to the budget and its buffer to the pool.
+// rb must not be used after.
+func (p *Proxy) releaseBody(rb *reqBody) {
+	if rb == nil || rb.buf == nil {
+		return
+	}
+	p.bodies.give(rb.held)
+	if cap(rb.b) <= maxPooledBody {
+		*rb.buf = rb.b[:0]
+		p.bodyBufs.Put(rb.buf)
+	}
+	rb.buf, rb.b, rb.held = nil, nil, 0
 }
 
 // withIncludeUsage returns body with stream_options.include_usage set to
@@ -122,10 +188,9 @@ func (e *estimator) estimate() int64 {
 	return e.n
 }
 
-// upstreamContext bounds an exchange with the upstream's timeout.
-func upstreamContext(ctx context.Context, up *upstream) (context.Context, context.CancelFunc) {
-	if up.Timeout > 0 {
-		return context.WithTimeout(ctx, up.Timeout)
-	}
-	return context.WithCancel(ctx)
+
+// limiterEstimate is the estimate the limiter admits with: the exact count
+// only when the cheap bound cannot decide.
+func (e *estimator) limiterEstimate() limiter.Estimate {
+	return limiter.Estimate{Bound: 1 << 62, Exact: e.estimate}
 }

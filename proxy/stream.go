@@ -12,9 +12,10 @@ import (
 // 64 KiB of gateway memory, whatever the upstream sends.
 const (
 	sseReadSize  = 8 << 10  // bufio.Reader over the upstream body
-	sseEventMax  = 24 << 10 // one buffered event; larger ones pass through unbuffered
-	textMax      = 16 << 10 // streamed text kept for the tokenizer fallback
+	sseEventMax  = 16 << 10 // one buffered event; larger ones pass through unbuffered
+	textMax      = 8 << 10  // streamed text kept for the tokenizer fallback
 	usageTailMax = 4 << 10  // tail of an oversized event or body scanned for usage
+	outMax       = 16 << 10 // events gathered for one write to the client
 )
 
 // streamBufs are the buffers of one response in flight, pooled per Proxy so
@@ -24,6 +25,7 @@ type streamBufs struct {
 	ev   []byte
 	text []byte
 	tail []byte
+	out  []byte
 }
 
 func newStreamBufs() *streamBufs {
@@ -32,6 +34,7 @@ func newStreamBufs() *streamBufs {
 		ev:   make([]byte, 0, sseEventMax),
 		text: make([]byte, 0, textMax),
 		tail: make([]byte, 0, usageTailMax),
+		out:  make([]byte, 0, outMax),
 	}
 }
 
@@ -73,17 +76,18 @@ type sseCopier struct {
 	tail       []byte
 }
 
-// newSSECopier reads src through the pooled buffers b.
-func newSSECopier(src io.Reader, b *streamBufs, kind streamKind, hide bool, count func([]byte) int64) *sseCopier {
-	b.br.Reset(src)
+// newSSECopier reads the upstream body through b.br, which the caller has
+// reset to it, using the pooled buffers of b.
+func newSSECopier(b *streamBufs, kind streamKind, hide bool, count func([]byte) int64) *sseCopier {
 	return &sseCopier{src: b.br, bufs: b, kind: kind, hide: hide, count: count,
 		ev: b.ev[:0], text: b.text[:0], tail: b.tail[:0]}
 }
 
 // copy copies the stream to dst until EOF or an error, calling flush after
 // each event that was written whenever the next read could block. rerr is
-// a read error (nil at EOF), werr a write error; either stops the copy.
-func (c *sseCopier) copy(dst io.Writer, flush func()) (rerr, werr error) {
+// a read error (nil at EOF), werr a write or flush error; either stops the
+// copy.
+func (c *sseCopier) copy(dst io.Writer, flush func() error) (rerr, werr error) {
 	for {
 		line, err := c.src.ReadSlice('\n')
 		if len(line) > 0 {
@@ -94,8 +98,10 @@ func (c *sseCopier) copy(dst io.Writer, flush func()) (rerr, werr error) {
 		switch err {
 		case nil:
 			if c.pending && !c.lineBuffered() {
-				flush()
 				c.pending = false
+				if werr = flush(); werr != nil {
+					return nil, werr
+				}
 			}
 			continue
 		case bufio.ErrBufferFull:
@@ -110,9 +116,9 @@ func (c *sseCopier) copy(dst io.Writer, flush func()) (rerr, werr error) {
 		} else if len(c.ev) > 0 {
 			werr = c.endEvent(dst)
 		}
-		if c.pending {
-			flush()
+		if c.pending && werr == nil {
 			c.pending = false
+			werr = flush()
 		}
 		return rerr, werr
 	}
@@ -315,11 +321,6 @@ func (c *sseCopier) tokens(b []byte) int64 {
 func (c *sseCopier) completionTokens() int64 {
 	c.countText()
 	return c.textTokens
-}
-
-// release hands the pooled buffers back; the copier must not be used after.
-func (c *sseCopier) release() {
-	c.bufs.br.Reset(nil)
 }
 
 // isUsageOnly reports whether a data payload is the usage-only chunk a

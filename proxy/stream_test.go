@@ -16,12 +16,19 @@ const (
 	done       = "data: [DONE]\n\n"
 )
 
+// streamBufsFor returns fresh stream buffers reading src.
+func streamBufsFor(src io.Reader) *streamBufs {
+	b := newStreamBufs()
+	b.br.Reset(src)
+	return b
+}
+
 func copySSE(t testing.TB, in string, kind streamKind, hide bool, r func(io.Reader) io.Reader) (string, *sseCopier) {
 	t.Helper()
 	var out bytes.Buffer
-	c := newSSECopier(r(strings.NewReader(in)), newStreamBufs(), kind, hide, nil)
+	c := newSSECopier(streamBufsFor(r(strings.NewReader(in))), kind, hide, nil)
 	flushes := 0
-	rerr, werr := c.copy(&out, func() { flushes++ })
+	rerr, werr := c.copy(&out, func() error { flushes++; return nil })
 	if rerr != nil || werr != nil {
 		t.Fatalf("copy: %v, %v", rerr, werr)
 	}
@@ -179,8 +186,8 @@ func FuzzSSEReader(f *testing.F) {
 			kind = kindResponses
 		}
 		var out bytes.Buffer
-		c := newSSECopier(src, newStreamBufs(), kind, hide, nil)
-		if rerr, werr := c.copy(&out, func() {}); rerr != nil || werr != nil {
+		c := newSSECopier(streamBufsFor(src), kind, hide, nil)
+		if rerr, werr := c.copy(&out, func() error { return nil }); rerr != nil || werr != nil {
 			t.Fatalf("copy: %v %v", rerr, werr)
 		}
 		want := in
@@ -225,8 +232,9 @@ func BenchmarkSSEChunk(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(chunk2)))
 	b.ResetTimer()
-	c := newSSECopier(&repeatReader{chunk: []byte(chunk2), n: b.N}, bufs, kindChat, true, func(p []byte) int64 { return int64(len(p)) })
-	if _, werr := c.copy(io.Discard, func() {}); werr != nil {
+	bufs.br.Reset(&repeatReader{chunk: []byte(chunk2), n: b.N})
+	c := newSSECopier(bufs, kindChat, true, func(p []byte) int64 { return int64(len(p)) })
+	if _, werr := c.copy(io.Discard, func() error { return nil }); werr != nil {
 		b.Fatal(werr)
 	}
 }

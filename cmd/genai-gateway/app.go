@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/genai-gateway/genai-gateway/cluster"
 	"github.com/genai-gateway/genai-gateway/config"
@@ -41,8 +43,9 @@ type App struct {
 	limiter *limiter.Limiter
 	proxy   *proxy.Proxy
 
-	proxySrv, metricsSrv *http.Server
-	proxyLn, metricsLn   net.Listener
+	proxySrv           *fasthttp.Server
+	metricsSrv         *http.Server
+	proxyLn, metricsLn net.Listener
 
 	errc         chan error
 	shutdownOnce sync.Once
@@ -125,27 +128,38 @@ func (a *App) Start() error {
 	}
 
 	errLog := newStdLogger(a.log.With().Str("component", "http").Logger())
-	a.proxySrv = &http.Server{
-		Handler:           a.proxy,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          errLog,
-	}
+	a.proxySrv = a.proxy.Server()
+	// The operator port: bounded in time and in connections, so idle
+	// keep-alive connections there cannot starve the process of files.
 	a.metricsSrv = &http.Server{
 		Handler:           a.operatorMux(),
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute, // pprof profiles take up to 60s
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errLog,
 	}
-	a.serve(a.proxySrv, a.proxyLn)
-	a.serve(a.metricsSrv, a.metricsLn)
+	metricsLn := netutil.LimitListener(a.metricsLn, operatorMaxConns)
+	a.goServe(func() error { return a.proxySrv.Serve(a.proxyLn) })
+	a.goServe(func() error {
+		if err := a.metricsSrv.Serve(metricsLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
 	return nil
 }
 
-func (a *App) serve(srv *http.Server, ln net.Listener) {
+// operatorMaxConns caps the operator port's open connections: it serves a
+// few scrapers and operators, never clients.
+const operatorMaxConns = 64
+
+func (a *App) goServe(serve func() error) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil {
 			select {
 			case a.errc <- err:
 			default:
@@ -167,11 +181,13 @@ func (a *App) operatorMux() http.Handler {
 			fmt.Fprintf(w, `{"node":"","replica_id":"","enabled":false,"members":[],"keys":%d}`+"\n", a.store.Len())
 		})
 	}
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if a.cfg.Debug.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
 }
@@ -209,9 +225,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 		}
 		if a.proxySrv != nil {
 			dctx, cancel := context.WithTimeout(ctx, a.cfg.DrainTimeout)
-			if err := a.proxySrv.Shutdown(dctx); err != nil {
+			if err := a.proxySrv.ShutdownWithContext(dctx); err != nil {
 				errs = append(errs, fmt.Errorf("drain proxy: %w", err))
-				_ = a.proxySrv.Close()
 			}
 			if err := a.proxy.Wait(dctx); err != nil {
 				errs = append(errs, fmt.Errorf("drain proxy: %w", err))
@@ -277,10 +292,15 @@ func proxyConfig(cfg config.Config, ready func() bool) proxy.Config {
 		})
 	}
 	return proxy.Config{
-		Upstreams:    ups,
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		UserHeader:   cfg.RateLimit.UserHeader,
-		MaxUsers:     cfg.Metrics.MaxUsers,
-		Ready:        ready,
+		Upstreams:            ups,
+		MaxBodyBytes:         cfg.MaxBodyBytes,
+		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes,
+		BodyReadTimeout:      cfg.BodyReadTimeout,
+		MaxConnections:       cfg.MaxConnections,
+		UserHeader:           cfg.RateLimit.UserHeader,
+		MaxUsers:             cfg.Metrics.MaxUsers,
+		MaxSeries:            cfg.Metrics.MaxSeries,
+		UserIdle:             cfg.Metrics.UserIdle,
+		Ready:                ready,
 	}
 }

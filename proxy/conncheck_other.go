@@ -1,0 +1,10 @@
+//go:build !unix
+
+package proxy
+
+import "net"
+
+func newCheckedConn(c net.Conn, tls bool) *checkedConn { return &checkedConn{Conn: c, tls: tls} }
+
+// idleClean cannot peek on this platform; connections are reused unchecked.
+func (c *checkedConn) idleClean() bool { return true }

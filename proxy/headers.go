@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"bytes"
+
+	"github.com/valyala/fasthttp"
+)
+
+// hopHeaders are removed from requests and responses in both directions
+// (RFC 9110 7.6.1), besides the headers a Connection header names.
+var hopHeaders = [...]string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// outRequest prepares the upstream request for the client's: the client's
+// headers minus hop-by-hop ones, Host and the URL of the upstream (its base
+// path + path, its base query + the client's query), X-Forwarded-For
+// appended, Authorization replaced when the upstream has an API key, and
+// (metered) no Expect or Accept-Encoding, so the response can be read. The
+// body is the caller's to set.
+func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, path string, query []byte, metered bool) {
+	in := &ctx.Request.Header
+	ctx.Request.Header.CopyTo(&req.Header)
+	h := &req.Header
+	for f := range bytes.SplitSeq(in.Peek("Connection"), []byte{','}) {
+		if f = bytes.TrimSpace(f); len(f) > 0 {
+			h.DelBytes(f)
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+	h.ResetConnectionClose()
+	h.Del("Content-Length")
+	if metered {
+		h.Del("Expect")
+		h.Del("Accept-Encoding")
+	}
+	if up.auth != nil {
+		h.SetBytesV("Authorization", up.auth)
+	}
+	prior := in.Peek("X-Forwarded-For")
+	ip := ctx.RemoteIP().String()
+	if len(prior) > 0 {
+		h.Set("X-Forwarded-For", string(prior)+", "+ip)
+	} else {
+		h.Set("X-Forwarded-For", ip)
+	}
+	u := make([]byte, 0, len(up.origin)+len(up.prefix)+len(path)+len(up.base.RawQuery)+len(query)+2)
+	u = append(u, up.origin...)
+	u = append(u, up.prefix...)
+	u = append(u, path...)
+	switch {
+	case up.base.RawQuery != "" && len(query) > 0:
+		u = append(append(append(append(u, '?'), up.base.RawQuery...), '&'), query...)
+	case up.base.RawQuery != "":
+		u = append(append(u, '?'), up.base.RawQuery...)
+	case len(query) > 0:
+		u = append(append(u, '?'), query...)
+	}
+	req.SetRequestURIBytes(u)
+	h.SetHost(up.host)
+}
+
+// copyResponseHeader copies an upstream response's status and headers to
+// the client's response, minus hop-by-hop headers.
+func copyResponseHeader(dst, src *fasthttp.ResponseHeader) {
+	src.CopyTo(dst)
+	for f := range bytes.SplitSeq(src.Peek("Connection"), []byte{','}) {
+		if f = bytes.TrimSpace(f); len(f) > 0 {
+			dst.DelBytes(f)
+		}
+	}
+	for _, k := range hopHeaders {
+		dst.Del(k)
+	}
+	dst.ResetConnectionClose()
+}

@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// Server settings of the proxy port.
+const (
+	maxRequestHeader = 16 << 10 // request heads larger than this get 431
+	idleTimeout      = 2 * time.Minute
+)
+
+// Server returns the fasthttp server of the proxy port: request heads
+// bounded in size, the whole request (head and body) bounded in time by
+// BodyReadTimeout, connections capped at MaxConnections, request bodies
+// streamed so memory grows only with what arrives. Serve it with
+// Serve(ln); stop it with ShutdownWithContext, then Wait.
+func (p *Proxy) Server() *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      p.Serve,
+		ErrorHandler:                 p.serverError,
+		Name:                         "",
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		ReadTimeout:                  p.cfg.BodyReadTimeout,
+		IdleTimeout:                  idleTimeout,
+		Concurrency:                  p.cfg.MaxConnections,
+		ReadBufferSize:               maxRequestHeader,
+		MaxRequestBodySize:           int(p.cfg.MaxBodyBytes),
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
+		Logger:                       fasthttpLogger{p.log},
+	}
+}
+
+// Serve handles one request of the proxy port: the metered routes, every
+// other /v1/ path (forwarded unmetered to the first upstream), /healthz and
+// /readyz. Safe for concurrent use.
+func (p *Proxy) Serve(ctx *fasthttp.RequestCtx) {
+	raw := ctx.Request.Header.RequestURI()
+	switch string(raw) {
+	case "/healthz":
+		p.serveHealth(ctx)
+		return
+	case "/readyz":
+		p.serveReady(ctx)
+		return
+	}
+	p.inflight.add()
+	p.m.inFlight.Inc()
+	async := false
+	defer func() {
+		if !async {
+			p.done()
+		}
+	}()
+	method := string(ctx.Method())
+	clean, query, ok := cleanPath(raw)
+	if !ok {
+		ex := exchange{start: time.Now(), route: routeOther, method: method, path: "(refused)"}
+		p.reply(ctx, &ex, errBadPath())
+		p.finish(&ex)
+		return
+	}
+	switch {
+	case method == fasthttp.MethodPost && meteredRoute(clean) != "":
+		async = p.serveMetered(ctx, meteredRoute(clean), query)
+	case len(clean) > len("/v1/") && clean[:len("/v1/")] == "/v1/":
+		async = p.passthrough(ctx, clean, query)
+	default:
+		ex := exchange{start: time.Now(), route: routeOther, method: method, path: clean}
+		p.reply(ctx, &ex, errNotFound(method, clean))
+		p.finish(&ex)
+	}
+}
+
+// done ends a request's in-flight accounting; for streamed responses it
+// runs when the stream ends.
+func (p *Proxy) done() {
+	p.m.inFlight.Dec()
+	p.inflight.done()
+}
+
+func meteredRoute(p string) string {
+	switch p {
+	case routeChat, routeCompletions, routeEmbeddings, routeResponses:
+		return p
+	}
+	return ""
+}
+
+// serverError answers requests fasthttp refused before the handler: heads
+// too large or malformed, bodies too slow. The OpenAI error shape, like
+// every error the gateway makes.
+func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	e := &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, message: "The request could not be parsed."}
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		e = &apiError{status: fasthttp.StatusRequestHeaderFieldsTooLarge, typ: typeInvalidRequest,
+			message: "The request headers are larger than " + strconv.Itoa(maxRequestHeader) + " bytes."}
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = errTooLarge(p.cfg.MaxBodyBytes)
+	case errors.As(err, &ne) && ne.Timeout():
+		e = errReadTimeout()
+	}
+	writeAPIError(ctx, e)
+	ctx.SetConnectionClose()
+}
+
+// fasthttpLogger sends fasthttp's own messages to the proxy's log.
+type fasthttpLogger struct{ log zerolog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug().Str("component", "http").Msgf(format, args...)
+}

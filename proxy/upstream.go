@@ -1,0 +1,155 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpproxy"
+)
+
+// Upstream connection settings.
+const (
+	dialTimeout       = 10 * time.Second
+	idleConnTimeout   = 90 * time.Second
+	maxConnsPerHost   = 4096
+	maxResponseHeader = 16 << 10 // response heads larger than this are refused (502)
+	upstreamWriteBuf  = 16 << 10
+)
+
+// upstream is an Upstream with its URL parsed, its header values prepared
+// and its connection pool.
+type upstream struct {
+	Upstream
+	base   *url.URL
+	host   string // Host header
+	origin string // scheme://host
+	prefix string // base path without a trailing slash
+	auth   []byte // Authorization value when APIKey is set
+	client *fasthttp.HostClient
+}
+
+func newUpstream(i int, u Upstream, tlsCfg *tls.Config) (*upstream, error) {
+	base, err := url.Parse(u.URL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("upstreams[%d] (%s): url must be http(s)://host[:port][/path]", i, u.Name)
+	}
+	if base.User != nil {
+		return nil, fmt.Errorf("upstreams[%d] (%s): url must not hold credentials; use api_key", i, u.Name)
+	}
+	for _, g := range u.Models {
+		if _, err := path.Match(g, ""); err != nil {
+			return nil, fmt.Errorf("upstreams[%d] (%s): models: bad pattern %q: %w", i, u.Name, g, err)
+		}
+	}
+	isTLS := base.Scheme == "https"
+	addr := base.Host
+	if base.Port() == "" {
+		if isTLS {
+			addr = net.JoinHostPort(base.Hostname(), "443")
+		} else {
+			addr = net.JoinHostPort(base.Hostname(), "80")
+		}
+	}
+	up := &upstream{Upstream: u, base: base, host: base.Host, origin: base.Scheme + "://" + base.Host,
+		prefix: strings.TrimSuffix(base.EscapedPath(), "/")}
+	if u.APIKey != "" {
+		up.auth = []byte("Bearer " + u.APIKey)
+	}
+	if tlsCfg != nil {
+		tlsCfg = tlsCfg.Clone()
+	} else {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if tlsCfg.ServerName == "" {
+		tlsCfg.ServerName = base.Hostname()
+	}
+	up.client = &fasthttp.HostClient{
+		Addr:                          addr,
+		IsTLS:                         isTLS,
+		TLSConfig:                     tlsCfg,
+		Dial:                          dialer(base, isTLS),
+		MaxConns:                      maxConnsPerHost,
+		MaxIdleConnDuration:           idleConnTimeout,
+		ReadBufferSize:                maxResponseHeader,
+		WriteBufferSize:               upstreamWriteBuf,
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		StreamResponseBody:            true,
+		SecureErrorLogMessage:         true,
+		// A request is sent again only when the pooled connection it was
+		// about to use proved dead or dirty before a byte of it left: the
+		// upstream cannot have seen it. Anything else is never replayed,
+		// so a POST the upstream may have run reaches it once.
+		RetryIfErr: func(_ *fasthttp.Request, _ int, err error) (bool, bool) {
+			return false, errors.Is(err, errStaleConn)
+		},
+		MaxIdemponentCallAttempts: 4,
+	}
+	return up, nil
+}
+
+// errStaleConn marks a pooled connection found closed by the upstream, or
+// holding bytes nobody asked for, before a request was written on it.
+var errStaleConn = errors.New("pooled upstream connection closed or holding unsolicited bytes")
+
+// dialer dials the upstream, through the HTTP proxy that HTTP_PROXY,
+// HTTPS_PROXY and NO_PROXY name for it if any (CONNECT), and wraps the
+// connection so that every reuse first checks it (see checkedConn).
+func dialer(base *url.URL, isTLS bool) fasthttp.DialFunc {
+	dial := func(addr string) (net.Conn, error) {
+		return (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).Dial("tcp", addr)
+	}
+	probe := &http.Request{Method: http.MethodPost, URL: base, Header: http.Header{}}
+	if pu, err := http.ProxyFromEnvironment(probe); err == nil && pu != nil {
+		dial = fasthttpproxy.FasthttpHTTPDialerTimeout(pu.String(), dialTimeout)
+	}
+	return func(addr string) (net.Conn, error) {
+		c, err := dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		return newCheckedConn(c, isTLS), nil
+	}
+}
+
+// checkedConn is an upstream TCP connection that, when a new request starts
+// on it (a write after reads), peeks without blocking at what the upstream
+// sent since the last response. Bytes there were never asked for (an
+// upstream that answered twice, or injected data): reading them as the next
+// response would hand one caller's answer to the next, so the connection is
+// refused and closed. EOF means the upstream closed the idle connection. In
+// both cases the write fails with errStaleConn before any byte is sent, so
+// the request may safely go out on a fresh connection.
+//
+// TLS connections are checked for EOF only: a TLS 1.3 server may send
+// session tickets after the handshake, which are not stray bytes.
+type checkedConn struct {
+	net.Conn
+	tls     bool
+	reading bool // the last operation was a read
+	peek    [1]byte
+}
+
+func (c *checkedConn) Read(b []byte) (int, error) {
+	c.reading = true
+	return c.Conn.Read(b)
+}
+
+func (c *checkedConn) Write(b []byte) (int, error) {
+	if c.reading {
+		c.reading = false
+		if !c.idleClean() {
+			return 0, errStaleConn
+		}
+	}
+	return c.Conn.Write(b)
+}
