@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"strings"
 	"sync"
+	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
 
@@ -27,27 +28,25 @@ type tokenizers struct {
 // tokenizer costs about a quarter of a millisecond per KiB. Bounded: when
 // full it is emptied. Safe for concurrent use.
 type countCache struct {
-	mu   sync.Mutex
+	once sync.Once
 	seed maphash.Seed
+	mu   sync.Mutex
 	m    map[uint64]int64
 }
 
 // countCacheMax bounds the cache; 16 bytes an entry plus map overhead.
 const countCacheMax = 1 << 14
 
-// countCacheMin is the shortest text worth caching: shorter ones tokenize
-// faster than a hash and a lock.
-const countCacheMin = 64
+// Texts of every length are cached: a hash and a lock cost about 50 ns,
+// while the tokenizer's regexp costs microseconds and a handful of
+// allocations even for "user" (BenchmarkCount in estimate_bench_test.go).
 
 func (c *countCache) key(enc uintptr, text []byte) uint64 {
-	c.mu.Lock()
-	if c.m == nil {
+	c.once.Do(func() {
 		c.seed = maphash.MakeSeed()
 		c.m = make(map[uint64]int64)
-	}
-	seed := c.seed
-	c.mu.Unlock()
-	return maphash.Bytes(seed, text) ^ uint64(enc)*0x9e3779b97f4a7c15
+	})
+	return maphash.Bytes(c.seed, text) ^ uint64(enc)*0x9e3779b97f4a7c15
 }
 
 func (c *countCache) get(k uint64) (int64, bool) {
@@ -70,13 +69,21 @@ func (c *countCache) put(k uint64, n int64) {
 // every other model is counted with cl100k_base.
 var o200kPrefixes = [...]string{"gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4"}
 
-// codec returns the encoder for model, or nil if it cannot be built.
-func (t *tokenizers) codec(model string) tokenizer.Codec {
+// isO200k reports whether model is counted with o200k_base.
+func isO200k(model string) bool {
 	for _, p := range o200kPrefixes {
 		if strings.HasPrefix(model, p) {
-			t.o200kOnce.Do(func() { t.o200k, _ = tokenizer.Get(tokenizer.O200kBase) })
-			return t.o200k
+			return true
 		}
+	}
+	return false
+}
+
+// codec returns the encoder for model, or nil if it cannot be built.
+func (t *tokenizers) codec(model string) tokenizer.Codec {
+	if isO200k(model) {
+		t.o200kOnce.Do(func() { t.o200k, _ = tokenizer.Get(tokenizer.O200kBase) })
+		return t.o200k
 	}
 	t.cl100kOnce.Do(func() { t.cl100k, _ = tokenizer.Get(tokenizer.Cl100kBase) })
 	return t.cl100k
@@ -103,23 +110,18 @@ func (t *tokenizers) count(model string, text []byte) int64 {
 		sample = text[:cut]
 	}
 	if c := t.codec(model); c != nil && len(sample) > 0 {
-		var k uint64
-		if len(text) >= countCacheMin {
-			enc := uintptr(1)
-			if c == t.o200k {
-				enc = 2
-			}
-			k = t.cache.key(enc, text)
-			if n, ok := t.cache.get(k); ok {
-				return n
-			}
+		enc := uintptr(1)
+		if c == t.o200k {
+			enc = 2
+		}
+		k := t.cache.key(enc, text)
+		if n, ok := t.cache.get(k); ok {
+			return n
 		}
 		// The codec does not retain its input, so a zero-copy view is safe.
 		if n, err := c.Count(unsafeString(sample)); err == nil {
 			total := int64(n) * int64(len(text)) / int64(len(sample))
-			if len(text) >= countCacheMin {
-				t.cache.put(k, total)
-			}
+			t.cache.put(k, total)
 			return total
 		}
 	}
@@ -138,23 +140,64 @@ const (
 // estimatePrompt returns the prompt tokens of a metered request body:
 // messages (chat; role, name and content text), prompt (completions), input
 // (embeddings; responses, plus instructions). Token-id arrays count their
-// length. Images, audio, tools and schemas are not counted.
+// length. Images, audio, tools and schemas are not counted. It tokenizes
+// every text (cached by hash); promptBound is its cheap counterpart.
 func (t *tokenizers) estimatePrompt(route, model string, body []byte) int64 {
 	c := counter{t: t, model: model}
+	c.walk(route, body)
+	return c.n
+}
+
+// promptBound returns, without tokenizing and without allocating, an upper
+// bound on estimatePrompt(route, model, body) and a cheap guess at it. The
+// bound holds for every model and body: a BPE token covers at least one byte
+// of the text the tokenizer sees, so it is the byte length of every text
+// estimatePrompt counts, as the tokenizer sees it (JSON escapes decoded,
+// each invalid UTF-8 byte as the 3 bytes of U+FFFD), plus the same
+// per-message overhead and token-id counts. The guess counts what the
+// tokenizer's pre-split would make of the text (words, 3-digit groups,
+// punctuation, non-ASCII runes by their UTF-8 length) with weights fitted
+// per encoding (see TestPromptGuessError for its error on a corpus).
+func promptBound(route, model string, body []byte) (bound, cheap int64) {
+	c := counter{o200k: isO200k(model)}
+	c.walk(route, body)
+	return c.n, (c.milli + 999) / 1000
+}
+
+// counter sums, over the JSON values of a request body that estimatePrompt
+// counts, their tokens when t is set, and otherwise their bound (n) and
+// cheap guess (milli, in thousandths of a token). One walk serves both, so
+// the bound counts exactly the texts the tokenizer would.
+//
+// The walk is iterative and bounded: it visits the messages (or inputs) of
+// the top-level array, their content parts and token-id arrays, never
+// deeper, so its stack does not grow with the body's nesting; gjson scans
+// each value once per field asked for. Without t it allocates nothing; with
+// t, gjson allocates an unescaped copy of each text that has a backslash.
+type counter struct {
+	t     *tokenizers
+	model string
+	o200k bool  // guess weights for o200k_base (else cl100k_base)
+	n     int64 // tokens, or their bound
+	milli int64 // cheap guess, in thousandths of a token
+}
+
+// walk counts body as estimatePrompt documents it.
+func (c *counter) walk(route string, body []byte) {
 	js := unsafeString(body)
 	switch route {
 	case routeChat:
 		gjson.Get(js, "messages").ForEach(func(_, m gjson.Result) bool {
-			c.n += tokensPerMessage
+			c.fixed(tokensPerMessage)
 			c.text(m.Get("role"))
 			if name := m.Get("name"); name.Exists() {
-				c.n += tokensPerName
+				c.fixed(tokensPerName)
 				c.text(name)
 			}
 			c.content(m.Get("content"))
 			return true
 		})
-		c.n += tokensReplyPrime
+		c.fixed(tokensReplyPrime)
 	case routeCompletions:
 		c.inputs(gjson.Get(js, "prompt"))
 	case routeEmbeddings:
@@ -167,29 +210,34 @@ func (t *tokenizers) estimatePrompt(route, model string, body []byte) int64 {
 			break
 		}
 		in.ForEach(func(_, m gjson.Result) bool {
-			c.n += tokensPerMessage
+			c.fixed(tokensPerMessage)
 			c.text(m.Get("role"))
 			c.content(m.Get("content"))
 			c.text(m.Get("output")) // function_call_output items
 			return true
 		})
-		c.n += tokensReplyPrime
+		c.fixed(tokensReplyPrime)
 	}
-	return c.n
 }
 
-// counter sums token counts of JSON values for one model.
-type counter struct {
-	t     *tokenizers
-	model string
-	n     int64
+// fixed counts k tokens known without looking at text.
+func (c *counter) fixed(k int64) {
+	c.n += k
+	c.milli += 1000 * k
 }
 
 // text counts a JSON string value; other types count nothing.
 func (c *counter) text(v gjson.Result) {
-	if v.Type == gjson.String {
-		c.n += c.t.count(c.model, unsafeBytes(v.Str))
+	if v.Type != gjson.String {
+		return
 	}
+	if c.t != nil {
+		c.n += c.t.count(c.model, unsafeBytes(v.Str))
+		return
+	}
+	b, g := measure(v.Raw, c.o200k)
+	c.n += b
+	c.milli += g
 }
 
 // content counts a message content: a string, or an array of parts whose
@@ -215,14 +263,164 @@ func (c *counter) inputs(v gjson.Result) {
 	v.ForEach(func(_, item gjson.Result) bool {
 		switch {
 		case item.Type == gjson.Number:
-			c.n++
+			c.fixed(1)
 		case item.IsArray():
-			item.ForEach(func(_, _ gjson.Result) bool { c.n++; return true })
+			item.ForEach(func(_, _ gjson.Result) bool { c.fixed(1); return true })
 		default:
 			c.text(item)
 		}
 		return true
 	})
+}
+
+// guessWeights are the cheap guess's thousandths of a token per piece of
+// text, fitted on the corpus of TestPromptGuessError. The two encodings
+// differ most on non-ASCII text: o200k_base has far more multi-byte merges.
+type guessWeights struct {
+	word, digits, punct, rune2, rune3, rune4 int64
+}
+
+var (
+	cl100kGuess = guessWeights{word: 1000, digits: 1000, punct: 700, rune2: 500, rune3: 1200, rune4: 2000}
+	o200kGuess  = guessWeights{word: 1000, digits: 1000, punct: 700, rune2: 270, rune3: 650, rune4: 1600}
+)
+
+// Character classes of the cheap guess.
+const (
+	classNone = iota
+	classLetter
+	classDigit
+	classSpace
+	classPunct
+	classOther // non-ASCII
+)
+
+// measure returns, for raw, the JSON text of a string value (quotes
+// included), the byte length of the string the tokenizer sees (see
+// promptBound) and a guess at its tokens in thousandths. It decodes escapes
+// as gjson does, or to at least as many bytes, and allocates nothing.
+func measure(raw string, o200k bool) (bound, milli int64) {
+	if len(raw) < 2 {
+		return int64(len(raw)) * utf8.UTFMax, 0 // not a string gjson returns; stay an upper bound
+	}
+	w := &cl100kGuess
+	if o200k {
+		w = &o200kGuess
+	}
+	s := raw[1 : len(raw)-1]
+	invalid := false
+	prev, digits := classNone, 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		var r rune
+		var size int // bytes the tokenizer sees
+		switch {
+		case c == '\\' && i+1 < len(s):
+			i++
+			if s[i] != 'u' {
+				r, size = rune(unescapeByte(s[i])), 1
+				i++
+				break
+			}
+			r, size = hex4(s[i+1:]), 3 // a lone surrogate or bad hex decodes to U+FFFD or less
+			i += 5
+			if utf16.IsSurrogate(r) && i+1 < len(s) && s[i] == '\\' && s[i+1] == 'u' {
+				r, size = utf16.DecodeRune(r, hex4(s[i+2:])), 4 // gjson consumes the pair
+				i += 6
+			} else if !utf16.IsSurrogate(r) {
+				size = utf8.RuneLen(r)
+			}
+		case c < utf8.RuneSelf:
+			r, size = rune(c), 1
+			i++
+		default:
+			var n int
+			r, n = utf8.DecodeRuneInString(s[i:])
+			size = n
+			if r == utf8.RuneError && n == 1 {
+				size, invalid = 3, true // the tokenizer's regexp sees U+FFFD
+			}
+			i += n
+		}
+		bound += int64(size)
+		cls := classOther
+		switch {
+		case r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z':
+			cls = classLetter
+			if prev != classLetter {
+				milli += w.word
+			}
+		case r >= '0' && r <= '9':
+			cls = classDigit
+			if prev != classDigit {
+				digits = 0
+			}
+			if digits%3 == 0 {
+				milli += w.digits
+			}
+			digits++
+		case r == ' ' || r == '\t' || r == '\n' || r == '\r':
+			cls = classSpace
+		case r < utf8.RuneSelf:
+			cls = classPunct
+			milli += w.punct
+		case size == 2:
+			milli += w.rune2
+		case size == 3:
+			milli += w.rune3
+		default:
+			milli += w.rune4
+		}
+		prev = cls
+	}
+	if invalid && bound > exactTokenizeMax {
+		// count extrapolates from a sample, which may hold all the invalid bytes.
+		bound = int64(len(s)) * 3
+	}
+	if bound > 0 {
+		milli = min(max(milli, 1000), 1000*bound)
+	}
+	return bound, milli
+}
+
+// unescapeByte returns the byte a JSON escape \c stands for.
+func unescapeByte(c byte) byte {
+	switch c {
+	case 'b':
+		return '\b'
+	case 'f':
+		return '\f'
+	case 'n':
+		return '\n'
+	case 'r':
+		return '\r'
+	case 't':
+		return '\t'
+	}
+	return c
+}
+
+// hex4 decodes the 4 hex digits that start s, or returns U+FFFD.
+func hex4(s string) rune {
+	if len(s) < 4 {
+		return utf8.RuneError
+	}
+	var r rune
+	for i := range 4 {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return utf8.RuneError
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
 
 // unsafeString views b as a string without copying. The caller must not
