@@ -1,6 +1,13 @@
 package config
 
-import "time"
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
 
 // Auth configures who may call the proxy port. With neither keys nor jwt
 // set, the gateway does not authenticate callers (trusted networks only).
@@ -18,7 +25,8 @@ func (a Auth) Enabled() bool { return len(a.Keys) > 0 || a.JWT.Issuer != "" }
 type APIKey struct {
 	// Name is shown in logs and /usage; unique.
 	Name string `yaml:"name" json:"name" mapstructure:"name"`
-	// User is the identity for limits and metrics; default Name.
+	// User is the identity for limits and metrics; default Name (see
+	// EffectiveUser). At most 256 bytes of printable UTF-8 without "/".
 	User string `yaml:"user" json:"user" mapstructure:"user"`
 	// SHA256 is the hex SHA-256 of the key.
 	SHA256 string `yaml:"sha256" json:"sha256" mapstructure:"sha256"`
@@ -33,17 +41,155 @@ type APIKey struct {
 
 // JWT configures verification of OIDC tokens.
 type JWT struct {
-	Issuer      string        `yaml:"issuer" json:"issuer" mapstructure:"issuer"`
-	Audience    string        `yaml:"audience" json:"audience" mapstructure:"audience"`
-	JWKSURL     string        `yaml:"jwks_url" json:"jwks_url" mapstructure:"jwks_url"`
-	JWKSFile    string        `yaml:"jwks_file" json:"jwks_file" mapstructure:"jwks_file"`
-	UserClaim   string        `yaml:"user_claim" json:"user_claim" mapstructure:"user_claim"`
-	ModelsClaim string        `yaml:"models_claim" json:"models_claim" mapstructure:"models_claim"`
-	Leeway      time.Duration `yaml:"leeway" json:"leeway" mapstructure:"leeway"`
+	// Issuer is the exact iss claim of accepted tokens, an http(s) URL; ""
+	// turns JWT off.
+	Issuer string `yaml:"issuer" json:"issuer" mapstructure:"issuer"`
+	// Audience must be among the token's aud; required with Issuer.
+	Audience string `yaml:"audience" json:"audience" mapstructure:"audience"`
+	// JWKSURL is where the issuer publishes its keys; exactly one of
+	// JWKSURL and JWKSFile.
+	JWKSURL string `yaml:"jwks_url" json:"jwks_url" mapstructure:"jwks_url"`
+	// JWKSFile is a JWKS document on disk.
+	JWKSFile string `yaml:"jwks_file" json:"jwks_file" mapstructure:"jwks_file"`
+	// UserClaim names the claim holding the user; default "sub" (see
+	// EffectiveUserClaim).
+	UserClaim string `yaml:"user_claim" json:"user_claim" mapstructure:"user_claim"`
+	// ModelsClaim, optional, names a claim listing the model globs a token
+	// may call.
+	ModelsClaim string `yaml:"models_claim" json:"models_claim" mapstructure:"models_claim"`
+	// Leeway is the clock skew tolerated on a token's exp, 0 to 5m.
+	Leeway time.Duration `yaml:"leeway" json:"leeway" mapstructure:"leeway"`
 }
 
-// auth checks the auth section.
+// Bounds of the auth section.
+const (
+	maxUserBytes = 256
+	maxLeeway    = 5 * time.Minute
+	// DefaultUserClaim is the claim naming the user when user_claim is "".
+	DefaultUserClaim = "sub"
+)
+
+// EffectiveUser is the key's user: User, or Name when User is "".
+func (k APIKey) EffectiveUser() string {
+	if k.User != "" {
+		return k.User
+	}
+	return k.Name
+}
+
+// EffectiveUserClaim is UserClaim, or DefaultUserClaim when it is "".
+func (j JWT) EffectiveUserClaim() string {
+	if j.UserClaim != "" {
+		return j.UserClaim
+	}
+	return DefaultUserClaim
+}
+
+// auth checks the auth section. Messages never repeat a hash or a URL that
+// might hold credentials.
 func (p *problems) auth(a Auth) {
-	// TODO(identity): validate keys and jwt.
-	_ = a
+	names := map[string]int{}
+	hashes := map[string]int{}
+	for i, k := range a.Keys {
+		key := fmt.Sprintf("auth.keys[%d]", i)
+		switch j, dup := names[k.Name]; {
+		case k.Name == "":
+			p.add(key+".name", "must not be empty")
+		case dup:
+			p.add(key+".name", "%s is already the name of auth.keys[%d]", quote(k.Name), j)
+		default:
+			names[k.Name] = i
+		}
+		if user := k.EffectiveUser(); user == "" {
+			p.add(key+".user", "must not be empty (it defaults to the name)")
+		} else if msg := checkUser(user); msg != "" {
+			p.add(key+".user", "%s", msg)
+		}
+		h := strings.ToLower(k.SHA256)
+		switch j, dup := hashes[h]; {
+		case !isHex(h, 64):
+			p.add(key+".sha256", "must be the 64 hex digits of the key's SHA-256 (genai-gateway keygen prints it)")
+		case dup:
+			p.add(key+".sha256", "same hash as auth.keys[%d]: every key must be different", j)
+		default:
+			hashes[h] = i
+		}
+		p.globs(key+".models", k.Models)
+	}
+	p.jwt(a.JWT)
+}
+
+func (p *problems) jwt(j JWT) {
+	if j.Issuer == "" {
+		if j != (JWT{}) {
+			p.add("auth.jwt.issuer", "must be set when other auth.jwt keys are")
+		}
+		return
+	}
+	if msg := checkURL(j.Issuer); msg != "" {
+		p.add("auth.jwt.issuer", "%s", msg)
+	}
+	if j.Audience == "" {
+		p.add("auth.jwt.audience", "must be set with auth.jwt.issuer: tokens issued for other applications must not pass")
+	}
+	switch {
+	case j.JWKSURL == "" && j.JWKSFile == "":
+		p.add("auth.jwt.jwks_url", "one of auth.jwt.jwks_url and auth.jwt.jwks_file must be set")
+	case j.JWKSURL != "" && j.JWKSFile != "":
+		p.add("auth.jwt.jwks_url", "must not be set together with auth.jwt.jwks_file; choose one")
+	case j.JWKSURL != "":
+		if msg := checkJWKSURL(j.JWKSURL); msg != "" {
+			p.add("auth.jwt.jwks_url", "%s", msg)
+		}
+	}
+	if c := j.EffectiveUserClaim(); strings.TrimSpace(c) != c {
+		p.add("auth.jwt.user_claim", "must not start or end with spaces; got %s", quote(c))
+	}
+	if j.Leeway < 0 || j.Leeway > maxLeeway {
+		p.add("auth.jwt.leeway", "must be from 0s to %s; got %s", maxLeeway, j.Leeway)
+	}
+}
+
+// checkUser returns what is wrong with a user name, or "".
+func checkUser(user string) string {
+	switch {
+	case len(user) > maxUserBytes:
+		return fmt.Sprintf("must be at most %d bytes; got %d", maxUserBytes, len(user))
+	case !utf8.ValidString(user):
+		return "must be valid UTF-8"
+	case strings.Contains(user, "/"):
+		return fmt.Sprintf("must not contain \"/\" (it separates a key's user from its end users); got %s", quote(user))
+	case strings.IndexFunc(user, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0:
+		return "must hold only printable characters"
+	}
+	return ""
+}
+
+// checkJWKSURL returns what is wrong with a JWKS URL, or "". Unlike an
+// upstream's, it may carry a query.
+func checkJWKSURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "not a valid URL"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be an absolute http:// or https:// URL"
+	case u.Hostname() == "":
+		return "must include a host"
+	case u.User != nil:
+		return "must not hold credentials"
+	}
+	return ""
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
