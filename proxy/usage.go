@@ -335,14 +335,14 @@ func appendUnescaped(dst []byte, raw string) []byte {
 // decodeU decodes a \uXXXX escape (and a following low surrogate) at the
 // start of s. n is the number of bytes used, 0 if s holds no valid escape.
 func decodeU(s string) (rune, int) {
-	r1, ok := hex4(s)
+	r1, ok := parseHex4(s)
 	if !ok {
 		return 0, 0
 	}
 	if !utf16.IsSurrogate(r1) {
 		return r1, 6
 	}
-	if r2, ok := hex4(s[6:]); ok {
+	if r2, ok := parseHex4(s[6:]); ok {
 		if r := utf16.DecodeRune(r1, r2); r != utf8.RuneError {
 			return r, 12
 		}
@@ -350,7 +350,7 @@ func decodeU(s string) (rune, int) {
 	return utf8.RuneError, 6
 }
 
-func hex4(s string) (rune, bool) {
+func parseHex4(s string) (rune, bool) {
 	if len(s) < 6 || s[0] != '\\' || s[1] != 'u' {
 		return 0, false
 	}
