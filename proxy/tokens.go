@@ -37,9 +37,9 @@ type countCache struct {
 // countCacheMax bounds the cache; 16 bytes an entry plus map overhead.
 const countCacheMax = 1 << 14
 
-// Texts of every length are cached: a hash and a lock cost about 50 ns,
-// while the tokenizer's regexp costs microseconds and a handful of
-// allocations even for "user" (BenchmarkCount in estimate_bench_test.go).
+// Texts of every length are cached: a cache hit on "user" costs about
+// 0.1 us, tokenizing it about 1 us and 8 allocations (BenchmarkCount in
+// estimate_bench_test.go).
 
 func (c *countCache) key(enc uintptr, text []byte) uint64 {
 	c.once.Do(func() {
