@@ -51,6 +51,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "check-config":
 			return checkConfig(args[1:], environ, stdout, stderr)
+		case "keygen":
+			return keygen(args[1:], stdout, stderr)
 		case "healthcheck":
 			return healthcheck(args[1:], stderr)
 		case "sleep":
