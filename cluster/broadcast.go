@@ -124,10 +124,12 @@ func (n *Node) flushLocked() {
 }
 
 // direct reports whether a cluster of members nodes gets deltas directly.
-func (n *Node) direct(members int) bool {
-	max := n.cfg.directMax
-	if max == 0 {
-		max = defaultDirectMax
+func (n *Node) direct(members int) bool { return members <= n.directMaxOrDefault() }
+
+// directMaxOrDefault is the largest cluster that gets deltas directly.
+func (n *Node) directMaxOrDefault() int {
+	if n.cfg.directMax == 0 {
+		return defaultDirectMax
 	}
-	return members <= max
+	return n.cfg.directMax
 }

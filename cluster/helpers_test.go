@@ -44,6 +44,9 @@ func fastTune(c *memberlist.Config) {
 	c.DeadNodeReclaimTime = time.Millisecond
 }
 
+// testKey is the gossip key of test clusters: 32 bytes, AES-256-GCM.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
 // testConfig is a fast config for a node named name on 127.0.0.1:0.
 func testConfig(name string) Config {
 	return Config{

@@ -37,6 +37,10 @@ type memberTable struct {
 	mu    sync.Mutex
 	now   func() time.Time
 	nodes map[string]memberRecord
+	// joined, when set, is called (without t.mu, with memberlist's lock
+	// held) for every member that turns alive: new, or back from dead or
+	// left. It must not block or call into memberlist.
+	joined func(name, addr string)
 }
 
 func (t *memberTable) set(n *memberlist.Node, state memberlist.NodeStateType) {
@@ -45,8 +49,15 @@ func (t *memberTable) set(n *memberlist.Node, state memberlist.NodeStateType) {
 	t.nodes[n.Name] = memberRecord{node: *n, state: state, since: t.now()}
 }
 
-// NotifyJoin implements memberlist.EventDelegate.
-func (t *memberTable) NotifyJoin(n *memberlist.Node) { t.set(n, memberlist.StateAlive) }
+// NotifyJoin implements memberlist.EventDelegate. memberlist calls it for a
+// new member and for one back from dead or left, such as a replica restarted
+// under its name.
+func (t *memberTable) NotifyJoin(n *memberlist.Node) {
+	t.set(n, memberlist.StateAlive)
+	if t.joined != nil {
+		t.joined(n.Name, n.Address())
+	}
+}
 
 // NotifyUpdate implements memberlist.EventDelegate.
 func (t *memberTable) NotifyUpdate(n *memberlist.Node) { t.set(n, memberlist.StateAlive) }

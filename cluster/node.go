@@ -90,6 +90,7 @@ type Node struct {
 	started atomic.Bool
 
 	joinAttempts atomic.Int64 // seed join rounds tried (tests)
+	resync       chan string  // addresses of members that joined, for resyncLoop
 
 	flushMu  sync.Mutex
 	dirtyBuf []slotDelta // guarded by flushMu
@@ -148,7 +149,9 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Node, erro
 		store:   NewStore(replica, cfg.Now),
 		met:     newMetrics(),
 		members: &memberTable{now: cfg.Now, nodes: map[string]memberRecord{}},
+		resync:  make(chan string, resyncQueue),
 	}
+	n.members.joined = n.memberJoined
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.store.track = true
 	n.store.wake = make(chan struct{}, 1)
@@ -189,9 +192,10 @@ func (n *Node) Start() error {
 	}
 	n.log.Info().Str("replica_id", n.replica).Str("address", ml.LocalNode().Address()).
 		Strs("join", n.cfg.Join).Bool("encrypted", len(n.cfg.SecretKey) > 0).Msg("cluster started")
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.run()
 	go n.joinLoop(ml)
+	go n.resyncLoop(ml)
 	return nil
 }
 

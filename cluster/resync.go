@@ -1,0 +1,80 @@
+package cluster
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Resync after a join.
+//
+// A node sends its deltas only to the members it holds alive (members.go). A
+// member that joins, or comes back under its name after a crash, learns the
+// current state from the seed it joins, by push/pull, and turns Ready; but
+// every other node goes on treating it as absent (dead, or unknown) until
+// memberlist's gossip of its alive message reaches it, a gossip interval or
+// more later. A delta a node sends in that gap skips the joiner, and carries
+// only the slots that changed: the joiner stays stale on them until they
+// change again or until the next periodic push/pull, 5 s later by default.
+// (A restart right after a crash is the common case: the peers declared the
+// old run dead, and ignore the new one's alive message until it refutes
+// that, after its join.)
+//
+// So when a member turns alive, and this node was ready before, the node
+// exchanges full state with it at once: what changed before the node knew
+// of the joiner is in that state, taken after; what changes afterwards goes
+// to the joiner as deltas.
+
+// resyncQueue bounds the joins waiting for a push/pull; more are dropped
+// (the periodic push/pull repairs them).
+const resyncQueue = 64
+
+// memberJoined is the member table's join hook: it queues a push/pull with
+// a member that turned alive. Called with memberlist's lock held; it never
+// blocks.
+func (n *Node) memberJoined(name, addr string) {
+	if name == n.cfg.NodeName || !n.ready.Load() {
+		return // ourselves, or our own join, whose push/pull is under way
+	}
+	select {
+	case n.resync <- addr:
+	default:
+	}
+}
+
+// resyncLoop runs the push/pulls memberJoined queues, one at a time, until
+// Shutdown. A member that flaps (dead, alive, dead...) under load is resynced
+// at most once per PushPullInterval, the periodic exchange covering the rest.
+// In a cluster too large for direct deltas, a node resyncs a joiner with
+// probability directMax/members, so that a joiner gets about directMax full
+// states, not one per member.
+func (n *Node) resyncLoop(ml *memberlist.Memberlist) {
+	defer n.wg.Done()
+	last := map[string]time.Time{} // address -> last resync
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case addr := <-n.resync:
+			start := time.Now()
+			for a, t := range last {
+				if start.Sub(t) >= n.cfg.PushPullInterval {
+					delete(last, a)
+				}
+			}
+			if _, ok := last[addr]; ok {
+				continue
+			}
+			if alive := n.members.alive(); !n.direct(alive) && rand.N(alive) >= n.directMaxOrDefault() {
+				continue
+			}
+			last[addr] = start
+			if _, err := ml.Join([]string{addr}); err != nil {
+				n.log.Debug().Err(err).Str("address", addr).Msg("full-state exchange with a joined member")
+				continue
+			}
+			n.log.Debug().Str("address", addr).Dur("took", time.Since(start)).Msg("full state exchanged with a joined member")
+		}
+	}
+}
