@@ -14,50 +14,137 @@ import (
 // few fields (`model`, `stream`, `stream_options`, `usage`, the streamed
 // text), so parsing the whole document into Go values, as encoding/json
 // would, costs allocations and time on every request for nothing.
+//
+// Upstream bytes are not validated before they get here (checkBody sees
+// only request bodies), so everything below must stay safe on hostile
+// input: nothing recurses per nesting level of the document, nothing
+// allocates more than a copy of what it was handed, and every number is
+// clamped before arithmetic. gjson.Get, Parse and ForEach qualify: they
+// skip nested values with an iterative scanner (parseSquash, squash) and
+// recurse only per component of the path they are given, which here are
+// constants; TestJSONNoRecursion runs them on 10 MiB of nesting with a
+// 1 MiB stack. gjson.Valid does recurse once per level and must never see
+// upstream bytes: validValue does its job here.
 
-// usage is the token usage of one response as the upstream reported it.
+// maxUsageTokens bounds every token figure read from an upstream. No single
+// request comes near it (the largest context windows hold about 2^21
+// tokens), and sums of a few figures this size cannot overflow an int64 or
+// lose precision in a float64, so a hostile or broken upstream that reports
+// 2^63-1 or 1e30 tokens can neither wrap a counter nor lock a user out for
+// longer than an honest, very large request would.
+const maxUsageTokens = 1 << 32
+
+// usage is the token usage of one response as the upstream reported it,
+// each figure in [0, maxUsageTokens].
 type usage struct {
 	prompt, completion int64
+	// clamped is set when a figure was out of range, not an integer, or
+	// not a number at all; prompt and completion then hold the clamped
+	// values. The caller logs it and counts it (metrics.usageClamped).
+	clamped bool
 }
 
 // usageFromObject reads a usage object: prompt_tokens (or input_tokens, the
 // Responses API name) and completion_tokens (or output_tokens). The first of
-// the two names present decides, whatever its value; a value that is not an
-// integer number counts 0. ok is false when v is not a JSON object.
+// the two names present decides, whatever its value. A figure that is
+// negative counts 0, one above maxUsageTokens counts maxUsageTokens, a
+// fraction is cut to its integer part, and a string, boolean, array or
+// object counts 0; each of these sets clamped. A missing figure or null
+// counts 0 without. ok is false when v is not a JSON object.
 func usageFromObject(v gjson.Result) (u usage, ok bool) {
 	if !v.IsObject() {
 		return u, false
 	}
-	return usage{
-		prompt:     intField(v, "prompt_tokens", "input_tokens"),
-		completion: intField(v, "completion_tokens", "output_tokens"),
-	}, true
+	p, pc := tokenField(v, "prompt_tokens", "input_tokens")
+	c, cc := tokenField(v, "completion_tokens", "output_tokens")
+	return usage{prompt: p, completion: c, clamped: pc || cc}, true
 }
 
-func intField(obj gjson.Result, name, alt string) int64 {
+func tokenField(obj gjson.Result, name, alt string) (n int64, clamped bool) {
 	f := obj.Get(name)
 	if !f.Exists() {
 		f = obj.Get(alt)
 	}
-	if f.Type != gjson.Number {
-		return 0
+	return tokenFigure(f)
+}
+
+// tokenFigure returns the token figure v clamped to [0, maxUsageTokens],
+// and whether it had to be changed (see usageFromObject).
+func tokenFigure(v gjson.Result) (n int64, clamped bool) {
+	switch v.Type {
+	case gjson.Null:
+		return 0, false
+	case gjson.Number:
+	default: // missing, or not a number
+		return 0, v.Exists()
 	}
-	return max(f.Int(), 0)
+	if n, neg, ok := parseTokenInt(v.Raw); ok {
+		switch {
+		case neg:
+			return 0, n != 0
+		case n > maxUsageTokens:
+			return maxUsageTokens, true
+		}
+		return n, false
+	}
+	// A fraction, an exponent, or something gjson took for a number in an
+	// invalid document (NaN, Infinity, +1): its float value decides.
+	x := v.Num
+	switch {
+	case x != x: // NaN
+		return 0, true
+	case x <= 0:
+		return 0, x < 0
+	case x >= maxUsageTokens:
+		return maxUsageTokens, x > maxUsageTokens
+	}
+	n = int64(x)
+	return n, float64(n) != x
+}
+
+// parseTokenInt parses an integer written as -?[0-9]+, saturating just
+// past maxUsageTokens so that no number of digits can overflow. ok is false
+// for anything else.
+func parseTokenInt(s string) (n int64, neg, ok bool) {
+	if s != "" && s[0] == '-' {
+		neg, s = true, s[1:]
+	}
+	if s == "" {
+		return 0, false, false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false, false
+		}
+		if n <= maxUsageTokens {
+			n = n*10 + int64(c-'0')
+		}
+	}
+	return n, neg, true
 }
 
 // extractUsage returns the top-level `usage` object of a whole response
-// body (chat, completions, embeddings, responses).
+// body (chat, completions, embeddings, responses). The body need not be
+// valid JSON; see the bounds above.
 func extractUsage(body []byte) (usage, bool) {
 	return usageFromObject(gjson.Get(unsafeString(body), "usage"))
 }
 
+// maxTailCandidates bounds how many `"usage"` keys usageFromTail tries, from
+// the last one back: each try may scan the rest of the tail, so a tail full
+// of them would otherwise cost time quadratic in its length. Honest bodies
+// have one or two.
+const maxTailCandidates = 16
+
 // usageFromTail finds the last `"usage":{...}` in the tail of a body too
-// large to keep whole. Upstreams put usage at the end of a response, so the
-// last few KiB hold it. A key inside a JSON string would be escaped (\"usage\")
-// and is not matched.
+// large to keep whole, whose object is complete, valid JSON and at most
+// maxJSONDepth deep. Upstreams put usage at the end of a response, so the
+// last few KiB hold it. A key inside a JSON string would be escaped
+// (\"usage\") and is not matched.
 func usageFromTail(tail []byte) (usage, bool) {
 	const key = `"usage"`
-	for end := len(tail); end > 0; {
+	for end, tries := len(tail), 0; end > 0 && tries < maxTailCandidates; {
 		i := bytes.LastIndex(tail[:end], []byte(key))
 		if i < 0 {
 			break
@@ -74,17 +161,16 @@ func usageFromTail(tail []byte) (usage, bool) {
 		if j >= len(tail) || tail[j] != '{' {
 			continue
 		}
-		if u, ok := usageFromObject(gjson.Parse(unsafeString(tail[j:]))); ok && validObject(tail[j:]) {
+		tries++
+		n := validValue(tail[j:])
+		if n < 0 {
+			continue
+		}
+		if u, ok := usageFromObject(gjson.Parse(unsafeString(tail[j : j+n]))); ok {
 			return u, true
 		}
 	}
 	return usage{}, false
-}
-
-// validObject reports whether b starts with a complete JSON object.
-func validObject(b []byte) bool {
-	end := skipValue(unsafeString(b), 0)
-	return end > 0 && gjson.Valid(unsafeString(b[:end]))
 }
 
 func skipSpace(b []byte, i int) int {
@@ -138,7 +224,9 @@ func countCompletionText(route string, body []byte, count func([]byte) int64) in
 // The scanners below find one field of a JSON object without unescaping
 // anything on the way, so reading the text of a stream chunk allocates
 // nothing even when the text holds escapes. They never panic on malformed
-// input; they just find nothing.
+// input; they just find nothing. They are iterative, linear in the bytes
+// they walk, and treat a value nested deeper than maxJSONDepth as
+// malformed.
 
 // rawField returns the raw value of the top-level key of the JSON object
 // obj (leading spaces allowed), or "" when there is none. Keys are compared
@@ -211,7 +299,9 @@ func skipSpaceS(s string, i int) int {
 }
 
 // skipValue returns the index just past the JSON value starting at s[i], or
-// -1 if there is no complete value there.
+// -1 if there is no complete value there or it is nested deeper than
+// maxJSONDepth. Brackets are counted, not matched: `[}` passes, as do
+// scalars that are not JSON; what the value holds is the caller's concern.
 func skipValue(s string, i int) int {
 	if i >= len(s) {
 		return -1
@@ -230,7 +320,9 @@ func skipValue(s string, i int) int {
 				}
 				continue
 			case '{', '[':
-				depth++
+				if depth++; depth > maxJSONDepth {
+					return -1
+				}
 			case '}', ']':
 				depth--
 				if depth == 0 {
@@ -288,7 +380,10 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\
 
 // appendUnescaped appends the text of the raw JSON string literal raw
 // (quotes included) to dst. Anything that is not a string appends nothing;
-// malformed escapes are copied as they are.
+// malformed escapes are copied as they are. It never appends more than
+// len(raw)-2 bytes (no escape decodes to more bytes than it is written
+// with), so a caller that bounds raw bounds dst; the text is not made
+// valid UTF-8.
 func appendUnescaped(dst []byte, raw string) []byte {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return dst
