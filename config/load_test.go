@@ -91,6 +91,7 @@ func TestLoadFull(t *testing.T) {
 		{Name: "local", URL: "http://127.0.0.1:8000", Models: []string{"llama-*", "qwen*"}, Timeout: 10 * time.Minute},
 	}
 	want.Cluster.Enabled = true
+	want.Cluster.Insecure = true
 	want.Cluster.Join = []string{"10.0.0.2:7946", "gateway-headless.default.svc:7946"}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", cfg, want)

@@ -223,6 +223,12 @@ func (p *problems) cluster(c Cluster) {
 		key, msg, _ := strings.Cut(err.Error(), ": ")
 		p.add(key, "%s", msg)
 	}
+	if c.Enabled && !c.Insecure && strings.TrimSpace(c.SecretKey.Value()) == "" {
+		p.add("cluster.secret_key", "required with cluster.enabled: without it gossip is plaintext and "+
+			"anyone who can send one UDP packet to the gossip port can forge any user's counters; "+
+			"make a key with `openssl rand -base64 32` (or `head -c32 /dev/urandom | base64`) and give "+
+			"every replica the same one, or set cluster.insecure: true if only the replicas can reach that port")
+	}
 	if c.GossipInterval <= 0 {
 		p.add("cluster.gossip_interval", "must be > 0; got %s", c.GossipInterval)
 	}

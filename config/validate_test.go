@@ -82,6 +82,10 @@ func TestValidate(t *testing.T) {
 		{"cluster.secret_key not base64", func(c *Config) { c.Cluster.SecretKey = "not base64 !!" }, "cluster.secret_key", "base64"},
 		{"cluster.secret_key wrong size", func(c *Config) { c.Cluster.SecretKey = "c2hvcnQ=" }, "cluster.secret_key", "5 bytes, want 16, 24 or 32"},
 		{"cluster.gossip_interval", func(c *Config) { c.Cluster.GossipInterval = 0 }, "cluster.gossip_interval", "> 0"},
+		{"cluster enabled without a key", func(c *Config) { c.Cluster.Enabled = true }, "cluster.secret_key",
+			"anyone who can send one UDP packet to the gossip port can forge"},
+		{"cluster enabled with a blank key", func(c *Config) { c.Cluster.Enabled = true; c.Cluster.SecretKey = "  " }, "cluster.secret_key",
+			"openssl rand -base64 32"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +95,37 @@ func TestValidate(t *testing.T) {
 			wantProblem(t, err, tt.key, tt.fragment)
 			if n := len(errLines(err)); n != 1 {
 				t.Errorf("got %d problems\n%v\nwant 1", n, err)
+			}
+		})
+	}
+}
+
+// TestValidateGossipKey: an enabled cluster needs a key unless the operator
+// says the network is trusted.
+func TestValidateGossipKey(t *testing.T) {
+	tests := []struct {
+		name     string
+		enabled  bool
+		key      Secret
+		insecure bool
+		wantErr  bool
+	}{
+		{"disabled, no key", false, "", false, false},
+		{"enabled, no key", true, "", false, true},
+		{"enabled, key", true, "MDEyMzQ1Njc4OWFiY2RlZg==", false, false},
+		{"enabled, no key, insecure", true, "", true, false},
+		{"enabled, key, insecure", true, "MDEyMzQ1Njc4OWFiY2RlZg==", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Cluster.Enabled, c.Cluster.SecretKey, c.Cluster.Insecure = tt.enabled, tt.key, tt.insecure
+			err := c.Validate()
+			if got := err != nil; got != tt.wantErr {
+				t.Fatalf("got error %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				wantProblem(t, err, "cluster.secret_key", "cluster.insecure: true", "head -c32 /dev/urandom | base64")
 			}
 		})
 	}
