@@ -3,22 +3,55 @@ package proxy
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // maxModels caps the distinct values of the `model` label, as
-// Config.MaxUsers caps `user`: a client cannot grow a replica's memory by
-// inventing model names.
+// metricsOptions.MaxUsers caps `user`: a client cannot grow a replica's
+// memory by inventing model names.
 const maxModels = 1000
 
-// otherLabel replaces user and model values past their caps.
+// otherLabel replaces user and model values past their caps (and status
+// codes outside 100-599). A user who is really called "other" shares it.
 const otherLabel = "other"
+
+// maxLabelBytes caps every label value that comes from a client or an
+// upstream (user, model), as the edge caps the user header. Longer values
+// are cut, so two long values that share their first 256 bytes share a
+// label.
+const maxLabelBytes = 256
+
+// metricsOptions bound the label values of the per-user metrics.
+type metricsOptions struct {
+	// MaxUsers caps the users with their own `user` label; later users
+	// count as "other" until an idle user's slot is freed (10000 when 0).
+	MaxUsers int
+	// MaxSeries caps the (user, model) pairs of the per-user metrics; past
+	// it a new pair counts as user "other" (100000 when 0).
+	MaxSeries int
+	// UserIdle is how long a user's series stay after its last request;
+	// then they are deleted and its slot freed (1h when 0).
+	UserIdle time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
 
 // metrics are the proxy's Prometheus collectors plus caches of their
 // children, so the hot path does not hash label values into the vectors on
-// every request. Safe for concurrent use.
+// every request. Every method is safe for concurrent use and none panics
+// on any label value: values from clients and upstreams are made valid
+// UTF-8 and cut to maxLabelBytes, and token figures are clamped to
+// [0, maxUsageTokens].
+//
+// Idle users are swept lazily: the first addTokens after every UserIdle/10
+// walks the users (O(users), under the write lock) and deletes the series
+// of those idle for longer than UserIdle. No goroutine is involved.
 type metrics struct {
 	promptTotal, completionTotal, tokensTotal                   prometheus.Counter
 	promptByModel, completionByModel, tokensByModel             *prometheus.CounterVec
@@ -29,15 +62,26 @@ type metrics struct {
 	ttft           *prometheus.HistogramVec
 	upstreamErrors *prometheus.CounterVec
 	inFlight       prometheus.Gauge
+	usageClamps    *prometheus.CounterVec
 
-	maxUsers int
+	maxUsers, maxSeries int
+	idle, sweepEvery    int64 // nanoseconds
+	now                 func() time.Time
+	lastSweep           atomic.Int64 // unix nanoseconds
 
 	mu      sync.RWMutex
-	users   map[string]struct{} // user label values in use (<= maxUsers)
-	models  map[string]struct{} // model label values in use (<= maxModels)
+	users   map[string]*userSeries // users with their own label (<= maxUsers)
+	series  int                    // (user, model) pairs of those users (<= maxSeries)
+	models  map[string]struct{}    // model label values in use (<= maxModels)
 	tokens  map[labelPair]*tokenCounters
 	reqs    map[requestKey]prometheus.Counter
 	timings map[labelPair]*timingObservers
+}
+
+// userSeries is what a user with its own label holds.
+type userSeries struct {
+	last   atomic.Int64 // unix nanoseconds of its last request
+	models []string     // model label values of its series
 }
 
 // labelPair is a (user, model) or (route, upstream) pair of label values.
@@ -50,6 +94,7 @@ type requestKey struct {
 
 // tokenCounters are the six labelled token counters of one (user, model).
 type tokenCounters struct {
+	user                                        *userSeries // nil for user "other"
 	prompt, completion, total                   prometheus.Counter
 	promptByUser, completionByUser, totalByUser prometheus.Counter
 }
@@ -63,7 +108,20 @@ var (
 	ttftBuckets     = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 )
 
-func newMetrics(reg prometheus.Registerer, maxUsers int) (*metrics, error) {
+// newMetrics registers the proxy's collectors on reg.
+func newMetrics(reg prometheus.Registerer, opts metricsOptions) (*metrics, error) {
+	if opts.MaxUsers <= 0 {
+		opts.MaxUsers = 10000
+	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = 100000
+	}
+	if opts.UserIdle <= 0 {
+		opts.UserIdle = time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
@@ -99,18 +157,25 @@ func newMetrics(reg prometheus.Registerer, maxUsers int) (*metrics, error) {
 			Name: "genai_gateway_requests_in_flight",
 			Help: "Requests being proxied, streams included.",
 		}),
-		maxUsers: maxUsers,
-		users:    make(map[string]struct{}),
-		models:   make(map[string]struct{}),
-		tokens:   make(map[labelPair]*tokenCounters),
-		reqs:     make(map[requestKey]prometheus.Counter),
-		timings:  make(map[labelPair]*timingObservers),
+		usageClamps: vec("genai_gateway_usage_clamped_total",
+			"Responses whose usage figures were negative, too large, fractional or not numbers, and were clamped.", "upstream"),
+		maxUsers:   opts.MaxUsers,
+		maxSeries:  opts.MaxSeries,
+		idle:       int64(opts.UserIdle),
+		sweepEvery: max(int64(opts.UserIdle)/10, 1),
+		now:        opts.Now,
+		users:      make(map[string]*userSeries),
+		models:     make(map[string]struct{}),
+		tokens:     make(map[labelPair]*tokenCounters),
+		reqs:       make(map[requestKey]prometheus.Counter),
+		timings:    make(map[labelPair]*timingObservers),
 	}
+	m.lastSweep.Store(m.now().UnixNano())
 	for _, c := range []prometheus.Collector{
 		m.promptTotal, m.completionTotal, m.tokensTotal,
 		m.promptByModel, m.completionByModel, m.tokensByModel,
 		m.promptByUserModel, m.completionByUserModel, m.tokensByUserModel,
-		m.requests, m.duration, m.ttft, m.upstreamErrors, m.inFlight,
+		m.requests, m.duration, m.ttft, m.upstreamErrors, m.inFlight, m.usageClamps,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
@@ -118,6 +183,36 @@ func newMetrics(reg prometheus.Registerer, maxUsers int) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// labelValue returns s as a label value that cannot make a collector
+// panic: valid UTF-8 (each run of invalid bytes becomes U+FFFD) of at most
+// maxLabelBytes bytes, cut at a rune boundary. It allocates only when s
+// needs changing.
+func labelValue(s string) string {
+	if len(s) <= maxLabelBytes && utf8.ValidString(s) {
+		return s
+	}
+	if len(s) > maxLabelBytes {
+		i := maxLabelBytes
+		for j := 1; j < utf8.UTFMax && !utf8.RuneStart(s[i]); j++ {
+			i-- // keep a rune that straddles the cut out whole
+		}
+		s = s[:i]
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > maxLabelBytes { // replacements are longer than what they replace
+		i := maxLabelBytes
+		for !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s = s[:i]
+	}
+	return s
+}
+
+// clampTokens bounds a token figure before it reaches a counter: a counter
+// panics on a negative Add, and sums of unbounded figures overflow.
+func clampTokens(n int64) int64 { return min(max(n, 0), maxUsageTokens) }
 
 // capped returns v if it is in set or set still has room (adding it), else
 // "other". The caller holds m.mu for writing.
@@ -132,20 +227,6 @@ func capped(set map[string]struct{}, v string, limit int) string {
 	return v
 }
 
-// labels returns the capped user and model label values.
-func (m *metrics) labels(user, model string) (string, string) {
-	m.mu.RLock()
-	_, uok := m.users[user]
-	_, mok := m.models[model]
-	m.mu.RUnlock()
-	if uok && mok {
-		return user, model
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return capped(m.users, user, m.maxUsers), capped(m.models, model, maxModels)
-}
-
 // modelLabel returns the capped model label value ("" stays "": unmetered).
 func (m *metrics) modelLabel(model string) string {
 	if model == "" {
@@ -157,37 +238,31 @@ func (m *metrics) modelLabel(model string) string {
 	if ok {
 		return model
 	}
+	model = labelValue(model)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return capped(m.models, model, maxModels)
 }
 
 // addTokens counts the usage of one request in the nine token counters.
+// user and model are raw values from the request; prompt and completion
+// are clamped to [0, maxUsageTokens].
 func (m *metrics) addTokens(user, model string, prompt, completion int64) {
+	prompt, completion = clampTokens(prompt), clampTokens(completion)
 	if prompt == 0 && completion == 0 {
 		return
 	}
-	user, model = m.labels(user, model)
-	k := labelPair{user, model}
+	now := m.now().UnixNano()
+	m.maybeSweep(now)
+	// Fast path: the raw values are the labels of an existing series.
 	m.mu.RLock()
-	c := m.tokens[k]
+	c := m.tokens[labelPair{user, model}]
+	if c != nil && c.user != nil {
+		c.user.last.Store(now)
+	}
 	m.mu.RUnlock()
 	if c == nil {
-		c = &tokenCounters{
-			prompt:           m.promptByModel.WithLabelValues(model),
-			completion:       m.completionByModel.WithLabelValues(model),
-			total:            m.tokensByModel.WithLabelValues(model),
-			promptByUser:     m.promptByUserModel.WithLabelValues(user, model),
-			completionByUser: m.completionByUserModel.WithLabelValues(user, model),
-			totalByUser:      m.tokensByUserModel.WithLabelValues(user, model),
-		}
-		m.mu.Lock()
-		if old := m.tokens[k]; old != nil {
-			c = old
-		} else {
-			m.tokens[k] = c
-		}
-		m.mu.Unlock()
+		c = m.counters(labelValue(user), labelValue(model), now)
 	}
 	p, q, t := float64(prompt), float64(completion), float64(prompt+completion)
 	m.promptTotal.Add(p)
@@ -201,9 +276,127 @@ func (m *metrics) addTokens(user, model string, prompt, completion int64) {
 	c.totalByUser.Add(t)
 }
 
+// counters returns the counters of the safe label values (user, model),
+// capped, creating them if needed. It marks the user seen at now.
+func (m *metrics) counters(user, model string, now int64) *tokenCounters {
+	m.mu.RLock()
+	c := m.resolve(user, model, now, false)
+	m.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.resolve(user, model, now, true)
+}
+
+// resolve finds the counters of (user, model) after the caps: the model
+// past maxModels is "other"; a new pair past maxSeries, or of a new user
+// past maxUsers, counts as ("other", model). Without create it returns nil
+// where it would have to create something; the caller holds m.mu for
+// reading, else for writing.
+func (m *metrics) resolve(user, model string, now int64, create bool) *tokenCounters {
+	if _, ok := m.models[model]; !ok {
+		if len(m.models) < maxModels && !create {
+			return nil
+		}
+		model = capped(m.models, model, maxModels)
+	}
+	if c := m.tokens[labelPair{user, model}]; c != nil {
+		if c.user != nil {
+			c.user.last.Store(now)
+		}
+		return c
+	}
+	us := m.users[user]
+	if user != otherLabel && m.series < m.maxSeries && (us != nil || len(m.users) < m.maxUsers) {
+		if !create {
+			return nil
+		}
+		if us == nil {
+			us = &userSeries{}
+			m.users[user] = us
+		}
+		us.last.Store(now)
+		us.models = append(us.models, model)
+		m.series++
+		return m.newCounters(us, user, model)
+	}
+	if c := m.tokens[labelPair{otherLabel, model}]; c != nil || !create {
+		return c
+	}
+	return m.newCounters(nil, otherLabel, model)
+}
+
+// newCounters creates and caches the counters of a new (user, model); the
+// caller holds m.mu for writing.
+func (m *metrics) newCounters(us *userSeries, user, model string) *tokenCounters {
+	c := &tokenCounters{
+		user:             us,
+		prompt:           m.promptByModel.WithLabelValues(model),
+		completion:       m.completionByModel.WithLabelValues(model),
+		total:            m.tokensByModel.WithLabelValues(model),
+		promptByUser:     m.promptByUserModel.WithLabelValues(user, model),
+		completionByUser: m.completionByUserModel.WithLabelValues(user, model),
+		totalByUser:      m.tokensByUserModel.WithLabelValues(user, model),
+	}
+	m.tokens[labelPair{user, model}] = c
+	return c
+}
+
+// maybeSweep sweeps idle users if the last sweep is UserIdle/10 old; one
+// caller at a time wins the right to.
+func (m *metrics) maybeSweep(now int64) {
+	last := m.lastSweep.Load()
+	if now-last < m.sweepEvery || !m.lastSweep.CompareAndSwap(last, now) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweep(now)
+}
+
+// sweep deletes the series of every user whose last request is older than
+// UserIdle and frees its slot; the caller holds m.mu for writing.
+func (m *metrics) sweep(now int64) {
+	cutoff := now - m.idle
+	for user, us := range m.users {
+		if us.last.Load() >= cutoff {
+			continue
+		}
+		for _, model := range us.models {
+			delete(m.tokens, labelPair{user, model})
+			m.promptByUserModel.DeleteLabelValues(user, model)
+			m.completionByUserModel.DeleteLabelValues(user, model)
+			m.tokensByUserModel.DeleteLabelValues(user, model)
+		}
+		m.series -= len(us.models)
+		delete(m.users, user)
+	}
+}
+
+// usageClamped counts a response from upstream whose usage had to be
+// clamped (usage.clamped).
+func (m *metrics) usageClamped(upstream string) {
+	m.usageClamps.WithLabelValues(labelValue(upstream)).Inc()
+}
+
+// codeLabel is the `code` label of a status: its number for 100-599, else
+// "other", so an upstream cannot mint label values with odd statuses.
+func codeLabel(code int) string {
+	if code < 100 || code > 599 {
+		return otherLabel
+	}
+	return strconv.Itoa(code)
+}
+
 // request counts one finished request and its timings. model is the raw
-// model ("" for unmetered routes); ttft < 0 means no body was sent.
+// model ("" for unmetered routes); route and upstream come from the
+// configuration; ttft < 0 means no body was sent.
 func (m *metrics) request(route, model, upstream string, code int, seconds, ttft float64) {
+	if code < 100 || code > 599 {
+		code = 0 // one key and one label, "other", for every odd status
+	}
 	k := requestKey{route, m.modelLabel(model), upstream, code}
 	t := labelPair{route, upstream}
 	m.mu.RLock()
@@ -213,13 +406,13 @@ func (m *metrics) request(route, model, upstream string, code int, seconds, ttft
 	if c == nil || o == nil {
 		m.mu.Lock()
 		if c = m.reqs[k]; c == nil {
-			c = m.requests.WithLabelValues(route, k.model, upstream, strconv.Itoa(code))
+			c = m.requests.WithLabelValues(labelValue(route), k.model, labelValue(upstream), codeLabel(code))
 			m.reqs[k] = c
 		}
 		if o = m.timings[t]; o == nil {
 			o = &timingObservers{
-				duration: m.duration.WithLabelValues(route, upstream),
-				ttft:     m.ttft.WithLabelValues(route, upstream),
+				duration: m.duration.WithLabelValues(labelValue(route), labelValue(upstream)),
+				ttft:     m.ttft.WithLabelValues(labelValue(route), labelValue(upstream)),
 			}
 			m.timings[t] = o
 		}
