@@ -221,7 +221,7 @@ func (p *problems) cluster(c Cluster) {
 	}
 	if _, err := c.Key(); err != nil {
 		key, msg, _ := strings.Cut(err.Error(), ": ")
-		p.add(key, "%s", msg)
+		p.add(key, "%s; make a key with `openssl rand -base64 32`", msg)
 	}
 	if c.Enabled && !c.Insecure && strings.TrimSpace(c.SecretKey.Value()) == "" {
 		p.add("cluster.secret_key", "required with cluster.enabled: without it gossip is plaintext and "+

@@ -13,6 +13,7 @@
 # Environment:
 #   GENAI_GATEWAY_BIN_DIR  use the binaries in this directory instead of building bin/
 #   DEMO_WAIT=0            exit after the demo instead of waiting for Ctrl-C (tests, CI)
+#   GOSSIP_KEY             the replicas' gossip key (base64 of 32 bytes); default: a new one per run
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +47,18 @@ else
 fi
 [ -x "$BIN/genai-gateway" ] || die "$BIN/genai-gateway is missing"
 [ -x "$BIN/mockllm" ] || die "$BIN/mockllm is missing"
+
+# --- gossip key: a new one per run ------------------------------------------------------
+# The replicas refuse to gossip without a key: anyone who can send a UDP packet to an open
+# gossip port could forge any user's counters. The example files read it as ${GOSSIP_KEY}.
+if [ -z "${GOSSIP_KEY:-}" ]; then
+  if command -v openssl >/dev/null 2>&1; then
+    GOSSIP_KEY="$(openssl rand -base64 32)"
+  else
+    GOSSIP_KEY="$(head -c32 /dev/urandom | base64)"
+  fi
+fi
+export GOSSIP_KEY
 
 # --- ports must be free -----------------------------------------------------------------
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -149,20 +149,23 @@ func TestConfigsPassCheckConfig(t *testing.T) {
 		t.Fatalf("got examples %v (err %v), want single, rate-limits and demo-cluster-1..3", examples, err)
 	}
 
+	// The pod's environment once the operator has put a real key in secret.yaml.
+	pod := podEnv(t)
+	pod["GENAI_GATEWAY_CLUSTER_SECRET_KEY"] = testGossipKey
 	tests := []struct {
 		name string
 		file string
 		env  map[string]string
 	}{
-		{"compose/config.yaml as gateway-1", "compose/config.yaml", composeEnv(t, "gateway-1")},
-		{"kubernetes ConfigMap with the pod's environment", k8sFile, podEnv(t)},
+		{"compose/config.yaml as gateway-1", "compose/config.yaml", composeEnv(t, "gateway-1", map[string]string{"GOSSIP_KEY": testGossipKey})},
+		{"kubernetes ConfigMap with the pod's environment", k8sFile, pod},
 	}
 	for _, e := range examples {
 		tests = append(tests, struct {
 			name string
 			file string
 			env  map[string]string
-		}{e, e, nil})
+		}{e, e, map[string]string{"GOSSIP_KEY": testGossipKey}}) // as demo.sh runs them
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,15 +189,77 @@ func TestConfigsPassCheckConfig(t *testing.T) {
 	})
 }
 
-// composeEnv is the environment docker-compose.yml gives a gateway service, ${VAR:-} unset.
-func composeEnv(t *testing.T, service string) map[string]string {
+// testGossipKey is a gossip key as an operator makes one: base64 of 32 bytes.
+const testGossipKey = "dGVzdC1nb3NzaXAta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+
+// composeEnv is the environment docker-compose.yml gives a gateway service when compose runs
+// with the variables vars: ${VAR:-word} and ${VAR:?message} take VAR from vars, else word
+// (or fail the test, as compose would fail).
+func composeEnv(t *testing.T, service string, vars map[string]string) map[string]string {
 	t.Helper()
 	svc := composeServices(t)[service]
 	env := map[string]string{}
+	ref := regexp.MustCompile(`\$\{([A-Za-z_]+)(:-|:\?)([^}]*)\}`)
 	for k, v := range asMap(svc["environment"]) {
-		env[k] = regexp.MustCompile(`\$\{[A-Za-z_]+:-([^}]*)\}`).ReplaceAllString(fmt.Sprint(v), "$1")
+		env[k] = ref.ReplaceAllStringFunc(fmt.Sprint(v), func(m string) string {
+			g := ref.FindStringSubmatch(m)
+			if val := vars[g[1]]; val != "" {
+				return val
+			}
+			if g[2] == ":?" {
+				t.Fatalf("%s: compose refuses to start without %s (%s)", service, g[1], g[3])
+			}
+			return g[3]
+		})
 	}
 	return env
+}
+
+// TestGossipKeyRequired: no deployment file lets a cluster gossip without a key. Compose
+// stops without GOSSIP_KEY, the committed Kubernetes Secret holds a placeholder that stops
+// every pod, and the demo's examples are refused without the key demo.sh makes.
+func TestGossipKeyRequired(t *testing.T) {
+	gateway, _ := binaries(t)
+	t.Run("compose requires GOSSIP_KEY", func(t *testing.T) {
+		for _, g := range []string{"gateway-1", "gateway-2", "gateway-3"} {
+			v := fmt.Sprint(asMap(composeServices(t)[g]["environment"])["GENAI_GATEWAY_CLUSTER_SECRET_KEY"])
+			if !strings.HasPrefix(v, "${GOSSIP_KEY:?") {
+				t.Errorf("%s: GENAI_GATEWAY_CLUSTER_SECRET_KEY is %q, want ${GOSSIP_KEY:?message}", g, v)
+			}
+		}
+	})
+	t.Run("demo.sh makes a key per run", func(t *testing.T) {
+		script := string(readFile(t, "demo.sh"))
+		for _, want := range []string{"openssl rand -base64 32", "export GOSSIP_KEY"} {
+			if !strings.Contains(script, want) {
+				t.Errorf("demo.sh: no %q", want)
+			}
+		}
+	})
+
+	dir := t.TempDir()
+	k8sFile := filepath.Join(dir, "configmap-config.yaml")
+	if err := os.WriteFile(k8sFile, []byte(k8sGatewayConfig(t)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, file string
+		env        map[string]string
+		want       string
+	}{
+		{"kubernetes Secret as committed", k8sFile, podEnv(t), "not valid base64"},
+		{"demo example without GOSSIP_KEY", "examples/demo-cluster-1.yaml", nil, "can forge"},
+		{"compose config without a key", "compose/config.yaml", map[string]string{"GENAI_GATEWAY_CLUSTER_NODE_NAME": "gateway-1"}, "can forge"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := checkConfig(t, gateway, tt.file, tt.env)
+			if code != 2 || !strings.Contains(out, "cluster.secret_key") || !strings.Contains(out, tt.want) ||
+				!strings.Contains(out, "openssl rand -base64 32") {
+				t.Errorf("check-config %s: got exit %d:\n%s\nwant exit 2 naming cluster.secret_key, %q and how to make a key", tt.file, code, out, tt.want)
+			}
+		})
+	}
 }
 
 // podEnv is the environment deployment.yaml gives a pod: Secret values from secret.yaml,

@@ -111,7 +111,8 @@ cluster:
   bind: %q
   join: [%s]
   gossip_interval: 50ms
-`, r.proxy, r.metrics, c.mock, dead, tokenLimit, r.name, r.gossip, strings.Join(join, ", "))
+  secret_key: %s
+`, r.proxy, r.metrics, c.mock, dead, tokenLimit, r.name, r.gossip, strings.Join(join, ", "), testGossipKey)
 		file := filepath.Join(dir, r.name+".yaml")
 		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)

@@ -312,7 +312,7 @@ func TestCompose(t *testing.T) {
 		if src := composeVolumes(t, svc)[d.configPath(t)]; filepath.Clean(src) != "compose/config.yaml" {
 			t.Errorf("%s: got %q mounted at %s, want ./compose/config.yaml", g, src, d.configPath(t))
 		}
-		env := composeEnv(t, g)
+		env := composeEnv(t, g, map[string]string{"GOSSIP_KEY": testGossipKey})
 		if env["GENAI_GATEWAY_CLUSTER_NODE_NAME"] != g {
 			t.Errorf("%s: GENAI_GATEWAY_CLUSTER_NODE_NAME: got %q, want %q", g, env["GENAI_GATEWAY_CLUSTER_NODE_NAME"], g)
 		}

@@ -234,9 +234,12 @@ func TestKubernetes(t *testing.T) {
 		if got, want := env["GENAI_GATEWAY_CLUSTER_ADVERTISE"], fmt.Sprintf("10.1.2.3:%d", gossip); got != want {
 			t.Errorf("GENAI_GATEWAY_CLUSTER_ADVERTISE: got %q, want %q (pod IP and gossip port)", got, want)
 		}
-		key, err := base64.StdEncoding.DecodeString(env["GENAI_GATEWAY_CLUSTER_SECRET_KEY"])
-		if err != nil || (len(key) != 16 && len(key) != 24 && len(key) != 32) {
-			t.Errorf("gossip key: got %d bytes (err %v), want base64 of 16, 24 or 32 bytes", len(key), err)
+		// The committed Secret must hold no working key: a placeholder that is not base64, so
+		// that a pod deployed without the operator's own key refuses to start.
+		if v := env["GENAI_GATEWAY_CLUSTER_SECRET_KEY"]; !strings.HasPrefix(v, "REPLACE_ME") {
+			t.Errorf("gossip key: got %d characters, want the REPLACE_ME placeholder (no committed key)", len(v))
+		} else if _, err := base64.StdEncoding.DecodeString(v); err == nil {
+			t.Errorf("gossip key placeholder %q decodes as base64, want it refused", v)
 		}
 		if _, ok := env["OPENAI_API_KEY"]; !ok || !strings.Contains(k8sGatewayConfig(t), "${OPENAI_API_KEY}") {
 			t.Error("OPENAI_API_KEY: want it from the Secret and expanded in the config's api_key")

@@ -230,8 +230,9 @@ func startReplica(t *testing.T, s replicaSpec) *replica {
 		if s.join == nil {
 			join = []byte("[]")
 		}
-		fmt.Fprintf(&b, "cluster:\n  enabled: true\n  node_name: %s\n  bind: %s\n  join: %s\n  gossip_interval: 100ms\n",
-			s.name, r.gossipAddr, join)
+		// Gossip is encrypted, as in production: a base64 key of 32 bytes.
+		fmt.Fprintf(&b, "cluster:\n  enabled: true\n  node_name: %s\n  bind: %s\n  join: %s\n  gossip_interval: 100ms\n  secret_key: %s\n",
+			s.name, r.gossipAddr, join, "ZTJlLWdvc3NpcC1rZXktMDEyMzQ1Njc4OWFiY2RlZjA=")
 	}
 	b.WriteString(s.extra)
 	r.configPath = filepath.Join(t.TempDir(), s.name+".yaml")

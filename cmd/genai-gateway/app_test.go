@@ -94,6 +94,7 @@ func TestTwoAppsShareLimits(t *testing.T) {
 		cfg.Cluster.Bind = gossip[i]
 		cfg.Cluster.Join = []string{gossip[1-i]}
 		cfg.Cluster.GossipInterval = 20 * time.Millisecond
+		cfg.Cluster.SecretKey = "YXBwLXRlc3QtZ29zc2lwLWtleS0wMTIzNDU2Nzg5YWI=" // 32 bytes: encrypted gossip
 		apps[i] = startApp(t, cfg)
 	}
 	for _, a := range apps {
