@@ -427,3 +427,32 @@ func BenchmarkMetricsAddTokens(b *testing.B) {
 		})
 	}
 }
+
+// FuzzMetricsLabels: no user, model or upstream value makes a collector
+// panic, and labelValue is the identity on values that are already safe.
+func FuzzMetricsLabels(f *testing.F) {
+	for _, s := range []string{"alice", "", "other", "a\x00b", "bob\xff", "\xed\xa0\x80", strings.Repeat("é", 200), strings.Repeat("\xff", 300)} {
+		f.Add(s, "gpt-4o", int64(3), int64(-4))
+	}
+	f.Add("u", strings.Repeat("日", 90)+"\xff", int64(math.MaxInt64), int64(math.MinInt64))
+	f.Fuzz(func(t *testing.T, user, model string, prompt, completion int64) {
+		v := labelValue(user)
+		if !utf8.ValidString(v) || len(v) > maxLabelBytes {
+			t.Fatalf("labelValue(%q): got %q, want valid UTF-8 of at most %d bytes", user, v, maxLabelBytes)
+		}
+		if labelValue(v) != v {
+			t.Fatalf("labelValue(%q): got %q, then %q", user, v, labelValue(v))
+		}
+		if len(user) <= maxLabelBytes && utf8.ValidString(user) && v != user {
+			t.Fatalf("labelValue(%q): got %q, want it unchanged", user, v)
+		}
+		m, reg := newTestMetrics(t, metricsOptions{MaxUsers: 2, MaxSeries: 2})
+		m.addTokens(user, model, prompt, completion)
+		m.addTokens(model, user, completion, prompt)
+		m.request(routeChat, model, "up0", int(prompt), 0.1, 0.01)
+		m.usageClamped(user)
+		if _, err := reg.Gather(); err != nil {
+			t.Fatalf("gather: got %v, want no error", err)
+		}
+	})
+}
