@@ -177,7 +177,7 @@ func (m *metered) whole(ctx *fasthttp.RequestCtx, ok bool, size int) *apiError {
 	}
 	if ok {
 		if u, found := extractUsage(buf); found {
-			m.ex.prompt, m.ex.completion = u.prompt, u.completion
+			m.setUsage(u)
 		} else {
 			m.ex.prompt = m.est.estimate()
 			m.ex.completion = countCompletionText(m.ex.route, buf, m.count)
@@ -185,6 +185,18 @@ func (m *metered) whole(ctx *fasthttp.RequestCtx, ok bool, size int) *apiError {
 	}
 	ctx.Response.SetBody(buf)
 	return nil
+}
+
+// setUsage meters the upstream's usage; figures it had to clamp (out of
+// range, not integers) are counted and logged.
+func (m *metered) setUsage(u usage) {
+	m.ex.prompt, m.ex.completion = u.prompt, u.completion
+	if u.clamped {
+		m.p.m.usageClamped(m.ex.upstream)
+		m.p.log.Warn().Str("upstream", m.ex.upstream).Str("model", m.ex.model).
+			Int64("prompt_tokens", u.prompt).Int64("completion_tokens", u.completion).
+			Msg("upstream usage out of range or not an integer: clamped")
+	}
 }
 
 func (m *metered) count(b []byte) int64 { return m.p.tok.count(m.ex.model, b) }
@@ -243,7 +255,7 @@ func (s *responseStream) WriteTo(w io.Writer) (int64, error) {
 		c := newSSECopier(m.bufs, kind, m.hide, m.count)
 		rerr, werr = c.copy(&cw, cw.flush)
 		if c.haveUsage {
-			m.ex.prompt, m.ex.completion = c.usage.prompt, c.usage.completion
+			m.setUsage(c.usage)
 		} else {
 			m.ex.prompt, m.ex.completion = m.est.estimate(), c.completionTokens()
 		}
@@ -314,7 +326,7 @@ func (m *metered) copyBody(dst io.Writer, ok bool) (rerr, werr error) {
 		return rerr, werr
 	}
 	if u, found := bm.usage(); found {
-		m.ex.prompt, m.ex.completion = u.prompt, u.completion
+		m.setUsage(u)
 	} else {
 		m.ex.prompt = m.est.estimate()
 		if !bm.over {

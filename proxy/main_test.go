@@ -24,7 +24,17 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, fasthttpSleepers()...)
+}
+
+// fasthttpSleepers are fasthttp's housekeeping goroutines, which sleep out
+// their interval after a server stops or a pool empties, then exit.
+func fasthttpSleepers() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+	}
 }
 
 // fakeLLM is an httptest upstream that speaks the mockllm wire format:

@@ -26,7 +26,7 @@ func cleanPath(target []byte) (clean string, query []byte, ok bool) {
 		case c < 0x20 || c == 0x7f || c == '\\' || c == ';' || c == '#':
 			return "", nil, false
 		case c == '%':
-			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+			if i+2 >= len(p) || !isHexDigit(p[i+1]) || !isHexDigit(p[i+2]) {
 				return "", nil, false
 			}
 			switch v := unhex(p[i+1])<<4 | unhex(p[i+2]); {
@@ -54,10 +54,6 @@ func needsClean(s string) bool {
 		}
 	}
 	return false
-}
-
-func isHex(c byte) bool {
-	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
 func unhex(c byte) byte {

@@ -143,7 +143,7 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 		}
 		p.upstreams = append(p.upstreams, up)
 	}
-	m, err := newMetrics(reg, cfg.MaxUsers)
+	m, err := newMetrics(reg, metricsOptions{MaxUsers: cfg.MaxUsers, MaxSeries: cfg.MaxSeries, UserIdle: cfg.UserIdle, Now: time.Now})
 	if err != nil {
 		return nil, err
 	}

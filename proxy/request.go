@@ -189,8 +189,9 @@ func (e *estimator) estimate() int64 {
 }
 
 
-// limiterEstimate is the estimate the limiter admits with: the exact count
-// only when the cheap bound cannot decide.
+// limiterEstimate is the estimate the limiter admits with: a byte bound
+// and a cheap guess, and the exact count only when the bound cannot decide.
 func (e *estimator) limiterEstimate() limiter.Estimate {
-	return limiter.Estimate{Bound: 1 << 62, Exact: e.estimate}
+	bound, cheap := promptBound(e.route, e.model, e.body)
+	return limiter.Estimate{Bound: bound, Cheap: cheap, Exact: e.estimate}
 }

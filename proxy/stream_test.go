@@ -51,18 +51,18 @@ func TestSSECopier(t *testing.T) {
 		text           string // streamed text kept for the fallback
 	}{
 		{name: "hide usage", in: chunk1 + chunk2 + chunkStop + usageChunk + done, hide: true,
-			want: chunk1 + chunk2 + chunkStop + done, usage: usage{11, 7}, haveUsage: true, text: "Hello\n \"w\u00e9\" \U0001F600"},
+			want: chunk1 + chunk2 + chunkStop + done, usage: usage{prompt: 11, completion: 7}, haveUsage: true, text: "Hello\n \"w\u00e9\" \U0001F600"},
 		{name: "keep usage", in: chunk1 + usageChunk + done,
-			want: chunk1 + usageChunk + done, usage: usage{11, 7}, haveUsage: true, text: "Hel"},
+			want: chunk1 + usageChunk + done, usage: usage{prompt: 11, completion: 7}, haveUsage: true, text: "Hel"},
 		{name: "crlf", in: strings.ReplaceAll(chunk1+usageChunk+done, "\n", "\r\n"), hide: true,
-			want: strings.ReplaceAll(chunk1+done, "\n", "\r\n"), usage: usage{11, 7}, haveUsage: true, text: "Hel"},
+			want: strings.ReplaceAll(chunk1+done, "\n", "\r\n"), usage: usage{prompt: 11, completion: 7}, haveUsage: true, text: "Hel"},
 		{name: "no usage", in: chunk1 + chunkStop + done, hide: true, want: chunk1 + chunkStop + done, text: "Hel"},
 		{name: "comments and partial end", in: ": ping\n\n" + chunk1 + "data: {\"choi", hide: true,
 			want: ": ping\n\n" + chunk1 + "data: {\"choi", text: "Hel"},
 		{name: "usage with other lines is kept", in: "event: x\n" + usageChunk, hide: true,
-			want: "event: x\n" + usageChunk, usage: usage{11, 7}, haveUsage: true},
-		{name: "long line", in: long + usageChunk, hide: true, want: long, usage: usage{11, 7}, haveUsage: true},
-		{name: "long line kept", in: long + usageChunk, want: long + usageChunk, usage: usage{11, 7}, haveUsage: true},
+			want: "event: x\n" + usageChunk, usage: usage{prompt: 11, completion: 7}, haveUsage: true},
+		{name: "long line", in: long + usageChunk, hide: true, want: long, usage: usage{prompt: 11, completion: 7}, haveUsage: true},
+		{name: "long line kept", in: long + usageChunk, want: long + usageChunk, usage: usage{prompt: 11, completion: 7}, haveUsage: true},
 		{name: "completions text", in: `data: {"choices":[{"text":"a b","index":0}]}` + "\n\n", want: `data: {"choices":[{"text":"a b","index":0}]}` + "\n\n", text: "a b"},
 		{name: "tool calls", in: `data: {"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"x\":1}"}}]}}]}` + "\n\n",
 			want: `data: {"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"x\":1}"}}]}}]}` + "\n\n", text: `{"x":1}`},
@@ -71,9 +71,9 @@ func TestSSECopier(t *testing.T) {
 				"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
 			want: "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n" +
 				"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
-			usage: usage{3, 1}, haveUsage: true, text: "Hi"},
+			usage: usage{prompt: 3, completion: 1}, haveUsage: true, text: "Hi"},
 		{name: "responses completed larger than the event buffer", kind: kindResponses, in: bigCompleted, want: bigCompleted,
-			usage: usage{5, 9}, haveUsage: true},
+			usage: usage{prompt: 5, completion: 9}, haveUsage: true},
 	}
 	readers := map[string]func(io.Reader) io.Reader{
 		"whole":    func(r io.Reader) io.Reader { return r },

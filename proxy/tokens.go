@@ -56,8 +56,13 @@ func (c *countCache) get(k uint64) (int64, bool) {
 	return n, ok
 }
 
+// put remembers n; a cache whose map was set to nil caches nothing.
 func (c *countCache) put(k uint64, n int64) {
 	c.mu.Lock()
+	if c.m == nil {
+		c.mu.Unlock()
+		return
+	}
 	if len(c.m) >= countCacheMax {
 		clear(c.m)
 	}

@@ -87,7 +87,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "genai-gateway: invalid configuration:\n%v\n", err)
 		return exitConfig
 	}
-	log := newLogger(cfg.Log, stderr)
+	logOut := newBufferedWriter(stderr)
+	defer logOut.Close()
+	log := newLogger(cfg.Log, logOut)
 	for _, w := range warnings {
 		log.Warn().Msg(w)
 	}
