@@ -19,6 +19,10 @@
 // POST /v1/chat/completions, /v1/completions (both also with "stream": true,
 // with and without stream_options.include_usage), /v1/embeddings,
 // /v1/responses (also streaming), GET /v1/models and /v1/models/{id}.
+// Anthropic's Messages API: POST /v1/messages (also streaming) and
+// /v1/messages/count_tokens. Azure OpenAI: POST
+// /openai/deployments/{deployment}/chat/completions (and completions,
+// embeddings) with ?api-version=..., the model being the deployment name.
 //
 // # Wire behaviour (deterministic; the gateway's tests rely on it)
 //
@@ -40,7 +44,12 @@
 //   - --no-usage: usage is never sent. --token-latency D: sleep D per word.
 //   - Every response has x-ratelimit-limit-requests: 10000 and
 //     x-ratelimit-remaining-requests: 9999.
-//   - Unknown paths get 404, bad JSON 400, both with the OpenAI error body.
+//   - Messages API: input_tokens counts the words of the system prompt and
+//     messages, the answer is max_tokens words (output_tokens = max_tokens),
+//     or a tool_use block with input {"words": "w1 ... wN"} when tool_choice
+//     forces a tool; see package mock for the event sequence of a stream.
+//   - Unknown paths get 404, bad JSON 400, both with the OpenAI error body
+//     (the Anthropic error body on /v1/messages).
 //
 // Go tests can run the same server in-process with
 // httptest.NewServer(mock.NewHandler(mock.Options{})); see package
@@ -91,7 +100,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, ready func(addr
 	noUsage := fs.Bool("no-usage", false, "never send usage figures")
 	fs.Usage = func() {
 		_, _ = fmt.Fprintf(stderr, "Usage: mockllm --addr HOST:PORT [--token-latency DUR] [--no-usage]\n\n"+
-			"Serves a fake OpenAI-compatible API with deterministic usage figures.\n\n")
+			"Serves a fake OpenAI-compatible API (and Anthropic's Messages API and Azure's\n"+
+			"deployment paths) with deterministic usage figures.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -1,5 +1,6 @@
 // Package mock is a fake OpenAI-compatible upstream with deterministic usage
-// figures, served by cmd/mockllm and usable in-process by tests:
+// figures, which also speaks Anthropic's Messages API and Azure OpenAI's
+// deployment paths, served by cmd/mockllm and usable in-process by tests:
 //
 //	srv := httptest.NewServer(mock.NewHandler(mock.Options{}))
 //	defer srv.Close()
@@ -38,6 +39,28 @@
 //     body).
 //   - Every response carries x-ratelimit-limit-requests: 10000 and
 //     x-ratelimit-remaining-requests: 9999.
+//   - Anthropic Messages API: POST /v1/messages (also "stream": true) and
+//     POST /v1/messages/count_tokens need an anthropic-version header.
+//     input_tokens is the number of words of the system prompt and of every
+//     message's content (a string, or the text of text blocks and of
+//     tool_result contents); the answer is max_tokens (required, as in the
+//     real API) words "w1 ... wN", output_tokens = N,
+//     cache_creation_input_tokens = cache_read_input_tokens = 0, and
+//     stop_reason "end_turn". With tool_choice {"type":"tool","name":T} (or
+//     {"type":"any"}: the first tool) the answer is instead one tool_use block
+//     calling T with input {"words": "w1 ... wN"}, stop_reason "tool_use".
+//     A stream sends message_start (usage with output_tokens 1),
+//     content_block_start, ping, one content_block_delta per word
+//     (text_delta "w1", " w2", ...; or input_json_delta fragments
+//     `{"words": "w1`, ` w2`, ..., `"}`), content_block_stop, message_delta
+//     (stop_reason, usage {"output_tokens": N}) and message_stop.
+//     count_tokens answers {"input_tokens": N}. NoUsage leaves out every
+//     usage object (count_tokens still answers). Errors on these paths use
+//     the Anthropic body {"type":"error","error":{"type":...,"message":...}}.
+//   - Azure OpenAI: POST /openai/deployments/{d}/chat/completions,
+//     .../completions and .../embeddings behave as the /v1/ paths with the
+//     model set to the deployment name {d}; the api-version query parameter
+//     is required (400 without it).
 //   - GET /v1/models lists a few models; GET /v1/models/{id} returns one.
 //     Bad JSON or fields of the wrong type get 400, unknown paths 404 and
 //     wrong methods 405, all with the OpenAI error body.
@@ -47,6 +70,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +120,22 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var serve func(http.ResponseWriter, *http.Request, *request)
 	method := http.MethodPost
+	deployment, op, azure := azurePath(r.URL.Path)
+	if azure {
+		r.URL.Path = "/v1/" + op
+		if r.URL.Query().Get("api-version") == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "missing_api_version", "api-version",
+				"Missing required query parameter 'api-version'.")
+			return
+		}
+	}
 	switch r.URL.Path {
+	case "/v1/messages":
+		h.anthropic(w, r, false)
+		return
+	case "/v1/messages/count_tokens":
+		h.anthropic(w, r, true)
+		return
 	case "/v1/chat/completions":
 		serve = h.chat
 	case "/v1/completions":
@@ -144,6 +183,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeBadRequest(w, err)
 		return
+	}
+	if azure {
+		req.Model = deployment
 	}
 	serve(w, r, req)
 }
@@ -274,6 +316,25 @@ func appendNullable(b []byte, s string) []byte {
 		return append(b, "null"...)
 	}
 	return appendString(b, s)
+}
+
+// azurePath splits an Azure OpenAI deployment path,
+// /openai/deployments/{deployment}/{op}, where op is chat/completions,
+// completions or embeddings.
+func azurePath(path string) (deployment, op string, ok bool) {
+	rest, ok := strings.CutPrefix(path, "/openai/deployments/")
+	if !ok {
+		return "", "", false
+	}
+	deployment, op, ok = strings.Cut(rest, "/")
+	if !ok || deployment == "" {
+		return "", "", false
+	}
+	switch op {
+	case "chat/completions", "completions", "embeddings":
+		return deployment, op, true
+	}
+	return "", "", false
 }
 
 // itoa formats a non-negative int without going through fmt.
