@@ -26,6 +26,9 @@ type Rejection struct {
 	// whole window, while the message says that retrying will not help.
 	RetryAfter time.Duration
 	Message    string // OpenAI-style; names the user, the limit and the figures, never a secret
+	// Never is set when waiting cannot cure the refusal: the request is
+	// larger than the whole limit, or than a replica's share of it.
+	Never bool
 }
 
 // Error returns the message.
@@ -76,6 +79,7 @@ func (f *refusal) rejection(user string) *Rejection {
 		Remaining:  max(c.limit-f.used, 0),
 		Reset:      time.Duration(resetAfter(f.cur, f.prev, f.s)) * time.Millisecond,
 		RetryAfter: max(f.wait, time.Second),
+		Never:      f.never(),
 	}
 	if c.metric == MetricRequests {
 		r.Type = "requests"

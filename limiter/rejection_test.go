@@ -72,6 +72,7 @@ func TestRejectionFields(t *testing.T) {
 				Limit: "t", Metric: MetricTotalTokens, Type: "tokens",
 				LimitValue: 100, Remaining: 100, Reset: 0, RetryAfter: 30 * time.Minute,
 				Message: "Request too large for user alice on limit t (total_tokens): it needs 101 tokens but the whole limit is 100 per 30m, so it can never be admitted. Reduce the prompt.",
+				Never:   true,
 			},
 		},
 		{

@@ -64,3 +64,18 @@ func (r *Reservation) Settle(u Usage) {
 		}
 	}
 }
+
+// Release gives back everything the reservation took, the request itself
+// included: for a request the gateway or the upstream failed, which is not
+// charged. It is nil-safe and, like Settle, only the first of the two calls
+// has an effect.
+func (r *Reservation) Release() {
+	if r == nil || !r.settled.CompareAndSwap(false, true) {
+		return
+	}
+	for _, e := range r.entries {
+		if e.reserved != 0 {
+			r.add(e, -e.reserved)
+		}
+	}
+}

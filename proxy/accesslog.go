@@ -24,6 +24,8 @@ type exchange struct {
 	completion   int64
 	reason       string // upstream error reason label, "" = none
 	err          error  // logged; never holds header values
+	requestID    string
+	key          string // name of the gateway key that authenticated it
 }
 
 // reply answers the request with an error the gateway produced.
@@ -69,7 +71,11 @@ func (p *Proxy) finish(ex *exchange) {
 		Int("status", ex.status).
 		Int64("prompt_tokens", ex.prompt).
 		Int64("completion_tokens", ex.completion).
-		Float64("duration_ms", float64(d.Microseconds())/1000)
+		Float64("duration_ms", float64(d.Microseconds())/1000).
+		Str("request_id", ex.requestID)
+	if ex.key != "" {
+		e = e.Str("key", ex.key)
+	}
 	if ex.err != nil {
 		e = e.Str("error", ex.err.Error())
 	}

@@ -163,6 +163,19 @@ func errDuplicateKey(key string) *apiError {
 		message: "The JSON body repeats the top-level key `" + key + "`."}
 }
 
+func errUnauthorized(reason string) *apiError {
+	msg := "Incorrect API key provided."
+	if reason == "missing" {
+		msg = "You didn't provide an API key. Provide it in the Authorization header (Bearer), x-api-key or api-key."
+	}
+	return &apiError{status: http.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key", message: msg}
+}
+
+func errModelNotAllowed(model string) *apiError {
+	return &apiError{status: http.StatusForbidden, typ: typeInvalidRequest, code: "model_not_allowed",
+		message: "Your API key may not call the model `" + model + "`."}
+}
+
 func errInternal() *apiError {
 	return &apiError{status: http.StatusInternalServerError, typ: typeServer,
 		message: "The gateway failed to handle the request."}
@@ -172,7 +185,7 @@ func errInternal() *apiError {
 // error body with code rate_limit_exceeded, Retry-After (whole seconds,
 // rounded up, at least 1), retry-after-ms, and the x-ratelimit-* headers of
 // the limit that refused the request.
-func errRateLimited(r *limiter.Rejection) *apiError {
+func errRateLimited(r *limiter.Rejection, maxWait time.Duration) *apiError {
 	typ := r.Type
 	if typ != "tokens" && typ != "requests" {
 		typ = "tokens"
@@ -192,6 +205,11 @@ func errRateLimited(r *limiter.Rejection) *apiError {
 	h.Set("X-Ratelimit-Limit-"+typ, strconv.FormatInt(r.LimitValue, 10))
 	h.Set("X-Ratelimit-Remaining-"+typ, strconv.FormatInt(max(r.Remaining, 0), 10))
 	h.Set("X-Ratelimit-Reset-"+typ, formatReset(r.Reset))
+	if r.Never || (maxWait > 0 && r.RetryAfter > maxWait) {
+		// Official SDKs honour this: report at once rather than sleep for
+		// an hour, or retry what can never fit.
+		h.Set("X-Should-Retry", "false")
+	}
 	return &apiError{status: http.StatusTooManyRequests, typ: typ, code: "rate_limit_exceeded", message: msg, header: h}
 }
 

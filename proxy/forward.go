@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ type metered struct {
 	est  estimator
 	res  *limiter.Reservation
 	hide bool // the client did not ask for the usage chunk: drop it
+	who  caller
 	up   *upstream
 	resp *fasthttp.Response
 	bufs *streamBufs
@@ -35,17 +37,9 @@ type metered struct {
 // serveMetered handles a POST to a metered route. It reports whether the
 // response goes on as a stream after the handler returns; the stream then
 // ends the request (end).
-func (p *Proxy) serveMetered(ctx *fasthttp.RequestCtx, route string, query []byte) (async bool) {
-	m := &metered{p: p, ex: exchange{start: time.Now(), route: route, method: fasthttp.MethodPost, path: route, metered: true, ttft: -1}}
-	if p.cfg.UserHeader != "" {
-		u := ctx.Request.Header.Peek(p.cfg.UserHeader)
-		if len(u) > MaxUserBytes {
-			p.reply(ctx, &m.ex, errUserTooLong(p.cfg.UserHeader))
-			m.end()
-			return false
-		}
-		m.ex.user = string(u)
-	}
+func (p *Proxy) serveMetered(ctx *fasthttp.RequestCtx, route string, query []byte, c caller, rid string) (async bool) {
+	m := &metered{p: p, who: c, ex: exchange{start: time.Now(), route: route, method: fasthttp.MethodPost, path: route,
+		metered: true, ttft: -1, user: c.user, requestID: rid, key: c.id.KeyName}}
 	var aerr *apiError
 	if m.body, aerr = p.readBody(ctx); aerr != nil {
 		p.reply(ctx, &m.ex, aerr)
@@ -80,6 +74,9 @@ func (m *metered) prepare(route string) *apiError {
 		return errMissingModel()
 	}
 	m.ex.model = strings.Clone(model.Str) // labels and maps must not keep the body alive
+	if !m.who.allows(m.ex.model) {
+		return errModelNotAllowed(m.ex.model)
+	}
 	if m.up = p.pick(m.ex.model); m.up == nil {
 		return errUnknownModel(m.ex.model)
 	}
@@ -98,7 +95,7 @@ func (m *metered) prepare(route string) *apiError {
 		var rej *limiter.Rejection
 		switch {
 		case errors.As(err, &rej):
-			return errRateLimited(rej)
+			return errRateLimited(rej, p.cfg.MaxClientWait)
 		case errors.Is(err, limiter.ErrMissingUser):
 			return errMissingUser(p.cfg.UserHeader)
 		default:
@@ -116,7 +113,7 @@ func (m *metered) prepare(route string) *apiError {
 func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, aerr *apiError) {
 	up := m.up
 	req := fasthttp.AcquireRequest()
-	outRequest(ctx, req, up, m.ex.route, query, true)
+	outRequest(ctx, req, up, m.ex.route, query, true, m.who.authed, m.ex.requestID)
 	req.SetBodyRaw(m.est.body)
 	m.resp = fasthttp.AcquireResponse()
 	m.resp.StreamBody = true
@@ -150,6 +147,9 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	}
 	copyResponseHeader(&ctx.Response.Header, &m.resp.Header)
 	m.ex.status = status
+	if ok {
+		m.p.setGatewayLimitHeaders(&ctx.Response.Header, m.ex.user)
+	}
 	if !sse && size >= 0 && size <= maxHeldBody {
 		return false, m.whole(ctx, ok, size)
 	}
@@ -207,7 +207,13 @@ func (m *metered) count(b []byte) int64 { return m.p.tok.count(m.ex.model, b) }
 // records the request. It runs exactly once, on the goroutine that owns m.
 func (m *metered) end() {
 	p := m.p
-	m.res.Settle(limiter.Usage{PromptTokens: m.ex.prompt, CompletionTokens: m.ex.completion})
+	if st := m.ex.status; st >= 500 || st == http.StatusTooManyRequests || (st >= 400 && m.resp == nil) {
+		// Failed by the gateway or the upstream, or refused before it was
+		// sent: not charged, the request itself included.
+		m.res.Release()
+	} else {
+		m.res.Settle(limiter.Usage{PromptTokens: m.ex.prompt, CompletionTokens: m.ex.completion})
+	}
 	if m.resp != nil {
 		_ = m.resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(m.resp)

@@ -18,8 +18,9 @@ var hopHeaders = [...]string{
 // path + path, its base query + the client's query), X-Forwarded-For
 // appended, Authorization replaced when the upstream has an API key, and
 // (metered) no Expect or Accept-Encoding, so the response can be read. The
-// body is the caller's to set.
-func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, path string, query []byte, metered bool) {
+// body is the caller's to set. With auth on (authed), the client's
+// credential was the gateway's and is never forwarded in any header.
+func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, path string, query []byte, metered, authed bool, rid string) {
 	in := &ctx.Request.Header
 	ctx.Request.Header.CopyTo(&req.Header)
 	h := &req.Header
@@ -37,9 +38,15 @@ func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, p
 		h.Del("Expect")
 		h.Del("Accept-Encoding")
 	}
+	if authed {
+		h.Del("Authorization")
+		h.Del("X-Api-Key")
+		h.Del("Api-Key")
+	}
 	if up.auth != nil {
 		h.SetBytesV("Authorization", up.auth)
 	}
+	h.Set("X-Request-Id", rid)
 	prior := in.Peek("X-Forwarded-For")
 	ip := ctx.RemoteIP().String()
 	if len(prior) > 0 {

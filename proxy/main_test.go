@@ -513,6 +513,8 @@ type fakeLimiter struct {
 	estimates []int64
 }
 
+func (f *fakeLimiter) Usage(string) []limiter.LimitUsage { return nil }
+
 func (f *fakeLimiter) Admit(user, model string, est limiter.Estimate) (*limiter.Reservation, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -14,9 +14,10 @@ import (
 // timeout), content types and encodings are left alone. Protocol upgrades
 // (WebSocket) are refused with 501. It reports whether the response goes
 // on as a stream after the handler returns.
-func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte) (async bool) {
+func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte, c caller, rid string) (async bool) {
 	up := p.upstreams[0]
-	ex := &exchange{start: time.Now(), route: routeOther, method: string(ctx.Method()), path: path, upstream: up.Name, ttft: -1}
+	ex := &exchange{start: time.Now(), route: routeOther, method: string(ctx.Method()), path: path, upstream: up.Name, ttft: -1,
+		user: c.user, requestID: rid, key: c.id.KeyName}
 	if len(ctx.Request.Header.Peek("Upgrade")) > 0 {
 		p.reply(ctx, ex, &apiError{status: fasthttp.StatusNotImplemented, typ: typeInvalidRequest,
 			message: "Protocol upgrades (WebSocket) are not supported by the gateway."})
@@ -30,7 +31,7 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte)
 		_ = ctx.Conn().SetReadDeadline(deadline)
 	}
 	req := fasthttp.AcquireRequest()
-	outRequest(ctx, req, up, path, query, false)
+	outRequest(ctx, req, up, path, query, false, c.authed, rid)
 	if s := ctx.RequestBodyStream(); s != nil && ctx.Request.Header.ContentLength() != 0 {
 		req.SetBodyStream(s, ctx.Request.Header.ContentLength())
 	}

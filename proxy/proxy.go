@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/genai-gateway/genai-gateway/limiter"
+	"github.com/genai-gateway/genai-gateway/proxy/auth"
 )
 
 // Metered routes: POST requests to these paths are metered and limited.
@@ -91,6 +92,13 @@ type Config struct {
 	// TLSConfig, when set, is used for https upstreams (tests: a private
 	// CA); nil = the system roots.
 	TLSConfig *tls.Config
+	// Auth, when set, authenticates every request of the proxy port (see
+	// SetAuthenticator); nil = callers are trusted and the user header names
+	// the user.
+	Auth *auth.Authenticator
+	// MaxClientWait is the longest Retry-After a 429 asks clients to wait;
+	// longer ones carry x-should-retry: false. 0 = 60s.
+	MaxClientWait time.Duration
 }
 
 // Limiter admits requests before they are forwarded; *limiter.Limiter
@@ -99,6 +107,9 @@ type Config struct {
 // concurrent use.
 type Limiter interface {
 	Admit(user, model string, est limiter.Estimate) (*limiter.Reservation, error)
+	// Usage reports the user's limits, for GET /usage and the
+	// x-gateway-ratelimit-* headers.
+	Usage(user string) []limiter.LimitUsage
 }
 
 // Proxy is the gateway's proxy port. It is safe for concurrent use; two
@@ -113,6 +124,8 @@ type Proxy struct {
 	bufs      sync.Pool // *streamBufs
 	bodyBufs  sync.Pool // *[]byte, request bodies
 	bodies    bodyBudget
+	auth      atomic.Pointer[auth.Authenticator]
+	ids       *requestIDs
 
 	draining atomic.Bool
 	inflight tracker
@@ -131,11 +144,14 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 	setDefault(&cfg.MaxUsers, DefaultMaxUsers)
 	setDefault(&cfg.MaxSeries, DefaultMaxSeries)
 	setDefault(&cfg.UserIdle, DefaultUserIdle)
+	setDefault(&cfg.MaxClientWait, time.Minute)
 	if l, ok := lim.(*limiter.Limiter); ok && l == nil {
 		lim = nil // a typed nil means no limiting too
 	}
 	p := &Proxy{cfg: cfg, lim: lim, log: log.With().Str("component", "proxy").Logger()}
 	p.bodies.max = cfg.MaxInflightBodyBytes
+	p.ids = newRequestIDs()
+	p.auth.Store(cfg.Auth)
 	for i, u := range cfg.Upstreams {
 		up, err := newUpstream(i, u, cfg.TLSConfig)
 		if err != nil {

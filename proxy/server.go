@@ -63,20 +63,44 @@ func (p *Proxy) Serve(ctx *fasthttp.RequestCtx) {
 		}
 	}()
 	method := string(ctx.Method())
+	rid := p.requestID(ctx)
+	// Set last: error replies and upstream headers replace the response's.
+	// An upstream's own request ID (OpenAI's, for its support) is kept.
+	defer func() {
+		if len(ctx.Response.Header.Peek("X-Request-Id")) == 0 {
+			ctx.Response.Header.Set("X-Request-Id", rid)
+		}
+	}()
 	clean, query, ok := cleanPath(raw)
 	if !ok {
-		ex := exchange{start: time.Now(), route: routeOther, method: method, path: "(refused)"}
+		ex := exchange{start: time.Now(), route: routeOther, method: method, path: "(refused)", requestID: rid}
 		p.reply(ctx, &ex, errBadPath())
 		p.finish(&ex)
 		return
 	}
+	route := meteredRoute(clean)
+	if method != fasthttp.MethodPost {
+		route = ""
+	}
+	c, aerr := p.identify(ctx)
+	if aerr != nil {
+		ex := exchange{start: time.Now(), route: routeOther, method: method, path: clean, requestID: rid, metered: route != ""}
+		if route != "" {
+			ex.route = route
+		}
+		p.reply(ctx, &ex, aerr)
+		p.finish(&ex)
+		return
+	}
 	switch {
-	case method == fasthttp.MethodPost && meteredRoute(clean) != "":
-		async = p.serveMetered(ctx, meteredRoute(clean), query)
+	case route != "":
+		async = p.serveMetered(ctx, route, query, c, rid)
+	case clean == "/usage" && method == fasthttp.MethodGet:
+		p.serveUsage(ctx, c)
 	case len(clean) > len("/v1/") && clean[:len("/v1/")] == "/v1/":
-		async = p.passthrough(ctx, clean, query)
+		async = p.passthrough(ctx, clean, query, c, rid)
 	default:
-		ex := exchange{start: time.Now(), route: routeOther, method: method, path: clean}
+		ex := exchange{start: time.Now(), route: routeOther, method: method, path: clean, requestID: rid}
 		p.reply(ctx, &ex, errNotFound(method, clean))
 		p.finish(&ex)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/genai-gateway/genai-gateway/config"
 	"github.com/genai-gateway/genai-gateway/limiter"
 	"github.com/genai-gateway/genai-gateway/proxy"
+	"github.com/genai-gateway/genai-gateway/proxy/auth"
 )
 
 // leaveTimeout bounds the graceful leave from the cluster at shutdown.
@@ -100,8 +101,19 @@ func NewApp(cfg config.Config, log zerolog.Logger) (*App, error) {
 	}
 	a.limiter = lim
 
-	px, err := proxy.New(proxyConfig(cfg, ready), lim, log, a.reg)
+	pcfg := proxyConfig(cfg, ready)
+	if cfg.Auth.Enabled() {
+		au, err := auth.New(authConfig(cfg.Auth, nil), log.With().Str("component", "auth").Logger(), a.reg)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		pcfg.Auth = au
+	}
+	px, err := proxy.New(pcfg, lim, log, a.reg)
 	if err != nil {
+		if pcfg.Auth != nil {
+			pcfg.Auth.Close()
+		}
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	a.proxy = px
@@ -192,11 +204,25 @@ func (a *App) operatorMux() http.Handler {
 	return mux
 }
 
-// Reload applies a new configuration's rate limits without a restart. Other keys
+// Reload applies a new configuration's rate limits and auth (keys, jwt) without a
+// restart: a key removed from the file stops working for new requests. Other keys
 // (listeners, upstreams, cluster) need a restart; Reload says so in the log.
 func (a *App) Reload(next config.Config) error {
+	var au *auth.Authenticator
+	if next.Auth.Enabled() {
+		var err error
+		if au, err = auth.New(authConfig(next.Auth, nil), a.log.With().Str("component", "auth").Logger(), a.reg); err != nil {
+			return fmt.Errorf("auth: %w", err)
+		}
+	}
 	if err := a.limiter.SetPolicy(limiterPolicy(next.RateLimit)); err != nil {
+		if au != nil {
+			au.Close()
+		}
 		return fmt.Errorf("rate_limit: %w", err)
+	}
+	if old := a.proxy.SetAuthenticator(au); old != nil {
+		old.Close()
 	}
 	if next.Listen != a.cfg.Listen || next.MetricsListen != a.cfg.MetricsListen ||
 		!reflect.DeepEqual(next.Upstreams, a.cfg.Upstreams) || !reflect.DeepEqual(next.Cluster, a.cfg.Cluster) {
@@ -230,6 +256,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 			}
 			if err := a.proxy.Wait(dctx); err != nil {
 				errs = append(errs, fmt.Errorf("drain proxy: %w", err))
+			}
+			if au := a.proxy.SetAuthenticator(nil); au != nil {
+				au.Close()
 			}
 			cancel()
 		}
@@ -301,6 +330,19 @@ func proxyConfig(cfg config.Config, ready func() bool) proxy.Config {
 		MaxUsers:             cfg.Metrics.MaxUsers,
 		MaxSeries:            cfg.Metrics.MaxSeries,
 		UserIdle:             cfg.Metrics.UserIdle,
+		MaxClientWait:        cfg.RateLimit.MaxClientWait,
 		Ready:                ready,
 	}
+}
+
+// authConfig converts the config's auth section.
+func authConfig(c config.Auth, now func() time.Time) auth.Config {
+	keys := make([]auth.Key, len(c.Keys))
+	for i, k := range c.Keys {
+		keys[i] = auth.Key{Name: k.Name, User: k.EffectiveUser(), SHA256: k.SHA256,
+			Models: k.Models, OnBehalf: k.OnBehalf, Expires: k.Expires}
+	}
+	return auth.Config{Keys: keys, Now: now, JWT: auth.JWTConfig{
+		Issuer: c.JWT.Issuer, Audience: c.JWT.Audience, JWKSURL: c.JWT.JWKSURL, JWKSFile: c.JWT.JWKSFile,
+		UserClaim: c.JWT.EffectiveUserClaim(), ModelsClaim: c.JWT.ModelsClaim, Leeway: c.JWT.Leeway}}
 }
