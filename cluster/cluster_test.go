@@ -77,7 +77,7 @@ func TestJoinRetry(t *testing.T) {
 		t.Fatal("Ready() before any peer exists")
 	}
 	a := startNode(t, Config{NodeName: "late-seed-0", Bind: seed, GossipInterval: 20 * time.Millisecond,
-		PushPullInterval: 300 * time.Millisecond, Tune: fastTune})
+		PushPullInterval: 300 * time.Millisecond, Tune: fastTune, SecretKey: testKey})
 	waitFor(t, waitLong, "join after the seed came up", func() bool { return b.Ready() && a.LiveReplicas() == 2 })
 }
 

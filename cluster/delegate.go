@@ -12,8 +12,15 @@ const stateChunk = 1024
 // own goroutines, concurrently; none of its methods blocks.
 type delegate struct{ n *Node }
 
-// NodeMeta implements memberlist.Delegate: no metadata.
-func (d delegate) NodeMeta(int) []byte { return nil }
+// NodeMeta implements memberlist.Delegate: the replica ID, so that peers
+// tell a restarted node (a new ID under the same name) from one that was
+// only thought dead for a while (see resync.go).
+func (d delegate) NodeMeta(limit int) []byte {
+	if len(d.n.replica) > limit {
+		return nil
+	}
+	return []byte(d.n.replica)
+}
 
 // NotifyMsg implements memberlist.Delegate: one delta message from a peer
 // (direct or gossiped). Bad messages are dropped and counted. buf is not
@@ -23,8 +30,12 @@ func (d delegate) NotifyMsg(buf []byte) {
 	n.met.received(len(buf))
 	h, ds, err := decodeDeltas(buf)
 	if err != nil {
-		n.met.drop(dropReason(err), 1)
-		n.log.Debug().Err(err).Int("bytes", len(buf)).Msg("drop gossip message")
+		reason := dropReason(err)
+		n.met.drop(reason, 1) // exact, however many lines the limiter lets through
+		if ok, suppressed := n.logLimit.allow("drop: " + reason); ok {
+			n.log.Warn().Err(err).Str("reason", reason).Int("bytes", len(buf)).Int("suppressed", suppressed).
+				Msg("drop gossip message")
+		}
 		return
 	}
 	if h.Sender == n.replica {
@@ -76,8 +87,12 @@ func (d delegate) MergeRemoteState(buf []byte, join bool) {
 	})
 	n.met.drop(reasonOutOfWindow, refused)
 	if err != nil {
-		n.met.drop(dropReason(err), 1)
-		n.log.Warn().Err(err).Int("bytes", len(buf)).Bool("join", join).Msg("drop remote state")
+		reason := dropReason(err)
+		n.met.drop(reason, 1)
+		if ok, suppressed := n.logLimit.allow("drop state: " + reason); ok {
+			n.log.Warn().Err(err).Str("reason", reason).Int("bytes", len(buf)).Bool("join", join).
+				Int("suppressed", suppressed).Msg("drop remote state")
+		}
 		return
 	}
 	if h.Sender == n.replica {

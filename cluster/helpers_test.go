@@ -47,10 +47,13 @@ func fastTune(c *memberlist.Config) {
 // testKey is the gossip key of test clusters: 32 bytes, AES-256-GCM.
 var testKey = []byte("0123456789abcdef0123456789abcdef")
 
-// testConfig is a fast config for a node named name on 127.0.0.1:0.
+// testConfig is a fast config for a node named name on 127.0.0.1:0, with
+// encrypted gossip (testKey) as in production; tests of plaintext gossip
+// (cluster.insecure) clear SecretKey.
 func testConfig(name string) Config {
 	return Config{
 		NodeName:         name,
+		SecretKey:        testKey,
 		Bind:             "127.0.0.1:0",
 		GossipInterval:   20 * time.Millisecond,
 		PushPullInterval: 300 * time.Millisecond,
@@ -219,7 +222,7 @@ func (nw *network) newTransport(t testing.TB, name string) *transport {
 	t.Helper()
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{"127.0.0.1"},
-		Logger:    newStdLogger(testLogger()),
+		Logger:    newStdLogger(testLogger(), nil),
 	})
 	if err != nil {
 		t.Fatalf("net transport: %v", err)

@@ -1,18 +1,16 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log"
 	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"github.com/rs/zerolog"
 )
 
 const (
@@ -74,11 +72,37 @@ func (n *Node) joinSeeds(ml *memberlist.Memberlist) bool {
 	}
 	c, err := ml.Join(addrs)
 	if err != nil || n.members.alive() <= 1 {
+		if err != nil && isKeyMismatch(err.Error()) {
+			// Say why at warn: a wrong key looks like a peer that never answers.
+			if ok, suppressed := n.logLimit.allow("join: key mismatch"); ok {
+				n.log.Warn().Err(err).Strs("seeds", addrs).Int("suppressed", suppressed).
+					Msg("join cluster: the seeds refuse our gossip or we refuse theirs: cluster.secret_key must be the same on every replica (or absent on all, with cluster.insecure)")
+			}
+		}
 		n.log.Debug().Err(err).Strs("seeds", addrs).Msg("join cluster: no peer yet, retrying")
 		return false
 	}
 	n.log.Info().Int("contacted", c).Int("members", ml.NumMembers()).Msg("joined cluster")
 	return true
+}
+
+// isKeyMismatch reports whether a memberlist error or log line says that the
+// two ends of a gossip exchange do not share a key: one encrypts and the
+// other does not, or their keys differ. memberlist has no typed errors for it.
+func isKeyMismatch(msg string) bool {
+	msg = strings.ToLower(msg)
+	for _, s := range []string{
+		"no installed keys could decrypt",     // a different key
+		"encryption is not configured",        // they encrypt, we do not
+		"remote state is not encrypted",       // we encrypt, they do not
+		"decrypt packet failed",               // a UDP packet we cannot decrypt
+		"encryption is configured but remote", // variants of the above
+	} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveSeeds turns every Join entry into ip:port addresses, one per A
@@ -120,29 +144,4 @@ func resolveOne(host string) (string, error) {
 		return "", fmt.Errorf("resolve %q: %w", host, err)
 	}
 	return ips[0], nil
-}
-
-// logWriter turns memberlist's "[LEVEL] memberlist: text" lines into zerolog
-// events of the matching level.
-type logWriter struct{ log zerolog.Logger }
-
-func newStdLogger(l zerolog.Logger) *log.Logger {
-	return log.New(logWriter{l}, "", 0)
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	msg := bytes.TrimSpace(p)
-	lvl := zerolog.InfoLevel
-	for _, l := range []struct {
-		tag string
-		lvl zerolog.Level
-	}{{"[DEBUG]", zerolog.DebugLevel}, {"[INFO]", zerolog.InfoLevel}, {"[WARN]", zerolog.WarnLevel}, {"[ERR]", zerolog.ErrorLevel}} {
-		if bytes.HasPrefix(msg, []byte(l.tag)) {
-			lvl, msg = l.lvl, bytes.TrimSpace(msg[len(l.tag):])
-			break
-		}
-	}
-	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
-	w.log.WithLevel(lvl).Msg(string(msg))
-	return len(p), nil
 }

@@ -38,9 +38,10 @@ type memberTable struct {
 	now   func() time.Time
 	nodes map[string]memberRecord
 	// joined, when set, is called (without t.mu, with memberlist's lock
-	// held) for every member that turns alive: new, or back from dead or
-	// left. It must not block or call into memberlist.
-	joined func(name, addr string)
+	// held) for every member that turns alive (new, or back from dead or
+	// left) or comes back as a new run (its metadata, the replica ID,
+	// changed). It must not block or call into memberlist.
+	joined func(name, addr, replica string)
 }
 
 func (t *memberTable) set(n *memberlist.Node, state memberlist.NodeStateType) {
@@ -55,12 +56,19 @@ func (t *memberTable) set(n *memberlist.Node, state memberlist.NodeStateType) {
 func (t *memberTable) NotifyJoin(n *memberlist.Node) {
 	t.set(n, memberlist.StateAlive)
 	if t.joined != nil {
-		t.joined(n.Name, n.Address())
+		t.joined(n.Name, n.Address(), string(n.Meta))
 	}
 }
 
-// NotifyUpdate implements memberlist.EventDelegate.
-func (t *memberTable) NotifyUpdate(n *memberlist.Node) { t.set(n, memberlist.StateAlive) }
+// NotifyUpdate implements memberlist.EventDelegate. memberlist calls it when
+// a member's metadata changes: a node restarted under its name before its
+// peers noticed it was gone announces its new replica ID.
+func (t *memberTable) NotifyUpdate(n *memberlist.Node) {
+	t.set(n, memberlist.StateAlive)
+	if t.joined != nil {
+		t.joined(n.Name, n.Address(), string(n.Meta))
+	}
+}
 
 // NotifyLeave implements memberlist.EventDelegate: n.State tells a
 // graceful leave (left) from a failure (dead).

@@ -89,8 +89,9 @@ type Node struct {
 	ready   atomic.Bool
 	started atomic.Bool
 
-	joinAttempts atomic.Int64 // seed join rounds tried (tests)
-	resync       chan string  // addresses of members that joined, for resyncLoop
+	joinAttempts atomic.Int64   // seed join rounds tried (tests)
+	logLimit     *logLimiter    // warnings and errors about gossip, one per reason per logEvery
+	resync       chan resyncReq // members that joined or restarted, for resyncLoop
 
 	flushMu  sync.Mutex
 	dirtyBuf []slotDelta // guarded by flushMu
@@ -142,14 +143,15 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Node, erro
 		return nil, fmt.Errorf("cluster node name: %d bytes, at most %d", len(cfg.NodeName), maxReplicaLen-9)
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     log.With().Str("component", "cluster").Str("node", cfg.NodeName).Logger(),
-		mlLog:   log.With().Str("component", "memberlist").Str("node", cfg.NodeName).Logger(),
-		replica: replica,
-		store:   NewStore(replica, cfg.Now),
-		met:     newMetrics(),
-		members: &memberTable{now: cfg.Now, nodes: map[string]memberRecord{}},
-		resync:  make(chan string, resyncQueue),
+		cfg:      cfg,
+		log:      log.With().Str("component", "cluster").Str("node", cfg.NodeName).Logger(),
+		mlLog:    log.With().Str("component", "memberlist").Str("node", cfg.NodeName).Logger(),
+		replica:  replica,
+		store:    NewStore(replica, cfg.Now),
+		met:      newMetrics(),
+		members:  &memberTable{now: cfg.Now, nodes: map[string]memberRecord{}},
+		resync:   make(chan resyncReq, resyncQueue),
+		logLimit: newLogLimiter(cfg.Now, logEvery),
 	}
 	n.members.joined = n.memberJoined
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -233,7 +235,7 @@ func (n *Node) memberlistConfig() (*memberlist.Config, error) {
 	}
 	mc.Delegate = delegate{n}
 	mc.Events = n.members
-	mc.Logger = newStdLogger(n.mlLog)
+	mc.Logger = newStdLogger(n.mlLog, n.logLimit)
 	if n.cfg.Tune != nil {
 		n.cfg.Tune(mc)
 	}

@@ -32,8 +32,8 @@ func TestRestartedNodeHearsDeltas(t *testing.T) {
 			nodes := startCluster(t, 3, func(j int, c *Config) {
 				c.NodeName = fmt.Sprintf("%s%d", prefix, j)
 				c.PushPullInterval = 30 * time.Second
-				if tt.encrypted {
-					c.SecretKey = testKey
+				if !tt.encrypted {
+					c.SecretKey = nil // cluster.insecure
 				}
 			})
 			w := window()
@@ -55,8 +55,8 @@ func TestRestartedNodeHearsDeltas(t *testing.T) {
 			cfg.Bind = addr
 			cfg.Join = []string{nodes[0].addr()}
 			cfg.PushPullInterval = 30 * time.Second
-			if tt.encrypted {
-				cfg.SecretKey = testKey
+			if !tt.encrypted {
+				cfg.SecretKey = nil
 			}
 			again := startNode(t, cfg)
 			waitFor(t, waitLong, "restarted node ready", again.Ready)

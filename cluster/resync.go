@@ -30,47 +30,56 @@ import (
 // (the periodic push/pull repairs them).
 const resyncQueue = 64
 
+// resyncReq is a member to exchange full state with.
+type resyncReq struct {
+	addr    string // ip:port
+	replica string // its replica ID (memberlist metadata); "" from an older node
+}
+
 // memberJoined is the member table's join hook: it queues a push/pull with
-// a member that turned alive. Called with memberlist's lock held; it never
-// blocks.
-func (n *Node) memberJoined(name, addr string) {
+// a member that turned alive or restarted. Called with memberlist's lock
+// held; it never blocks.
+func (n *Node) memberJoined(name, addr, replica string) {
 	if name == n.cfg.NodeName || !n.ready.Load() {
 		return // ourselves, or our own join, whose push/pull is under way
 	}
 	select {
-	case n.resync <- addr:
+	case n.resync <- resyncReq{addr, replica}:
 	default:
 	}
 }
 
 // resyncLoop runs the push/pulls memberJoined queues, one at a time, until
-// Shutdown. A member that flaps (dead, alive, dead...) under load is resynced
-// at most once per PushPullInterval, the periodic exchange covering the rest.
-// In a cluster too large for direct deltas, a node resyncs a joiner with
+// Shutdown. Every new run of a member (a new replica ID) is resynced at once;
+// one run that flaps (dead, alive, dead...) under load is resynced at most
+// once per PushPullInterval, the periodic exchange covering the rest. In a
+// cluster too large for direct deltas, a node resyncs a joiner with
 // probability directMax/members, so that a joiner gets about directMax full
 // states, not one per member.
 func (n *Node) resyncLoop(ml *memberlist.Memberlist) {
 	defer n.wg.Done()
-	last := map[string]time.Time{} // address -> last resync
+	last := map[resyncReq]time.Time{} // run -> its last resync
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case addr := <-n.resync:
+		case req := <-n.resync:
 			start := time.Now()
-			for a, t := range last {
+			for r, t := range last {
 				if start.Sub(t) >= n.cfg.PushPullInterval {
-					delete(last, a)
+					delete(last, r)
 				}
 			}
-			if _, ok := last[addr]; ok {
+			if _, ok := last[req]; ok {
 				continue
 			}
 			if alive := n.members.alive(); !n.direct(alive) && rand.N(alive) >= n.directMaxOrDefault() {
 				continue
 			}
-			last[addr] = start
+			last[req] = start
+			addr := req.addr
 			if _, err := ml.Join([]string{addr}); err != nil {
+				delete(last, req) // a later event of this run may retry
 				n.log.Debug().Err(err).Str("address", addr).Msg("full-state exchange with a joined member")
 				continue
 			}
