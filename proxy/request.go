@@ -188,7 +188,6 @@ func (e *estimator) estimate() int64 {
 	return e.n
 }
 
-
 // limiterEstimate is the estimate the limiter admits with: a byte bound
 // and a cheap guess, and the exact count only when the bound cannot decide.
 func (e *estimator) limiterEstimate() limiter.Estimate {
