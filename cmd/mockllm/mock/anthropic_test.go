@@ -257,7 +257,7 @@ func TestAnthropicStreamWire(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		t.Errorf("got content type %q, want text/event-stream", ct)
 	}
-	evs := parseSSE(t, []byte(body.String()))
+	evs := parseSSE(t, body.Bytes())
 	var names []string
 	for _, ev := range evs {
 		names = append(names, ev.name)
