@@ -30,7 +30,8 @@ type ChatStreamOptions struct {
 // Feed it every upstream event with Event; it writes zero or more complete
 // `data: ...\n\n` events per call, each in one Write, so the caller can
 // flush after each call. Text and tool-argument fragments are copied as raw
-// JSON strings, so an event costs no allocation; the memory a stream holds
+// JSON strings, so an event costs no allocation (a fragment holding JSON
+// escapes costs gjson's unescaping of it); the memory a stream holds
 // is its output buffer (as large as the largest event) and the meter's
 // bounded text. Not safe for concurrent use.
 //
