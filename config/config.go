@@ -190,7 +190,7 @@ func Default() Config {
 		Metrics:       Metrics{MaxUsers: 10000, MaxSeries: 100000, UserIdle: time.Hour},
 		Upstreams:     []Upstream{defaultUpstream(defaultUpstreamURL)},
 		RateLimit: RateLimit{
-			UserHeader:  "user",
+			UserHeader:    "user",
 			MissingUser:   MissingUserReject,
 			MaxClientWait: time.Minute,
 		},

@@ -69,6 +69,9 @@ func NewApp(cfg config.Config, log zerolog.Logger) (*App, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cluster.secret_key: %w", err)
 		}
+		if len(key) == 0 {
+			log.Warn().Msg("cluster.insecure: gossip is plaintext; anyone who can reach the gossip port can forge counters")
+		}
 		name := cfg.Cluster.NodeName
 		if name == "" {
 			name, _ = os.Hostname()
