@@ -222,7 +222,7 @@ func (nw *network) newTransport(t testing.TB, name string) *transport {
 	t.Helper()
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{"127.0.0.1"},
-		Logger:    newStdLogger(testLogger(), nil),
+		Logger:    newStdLogger(testLogger(), nil, nil),
 	})
 	if err != nil {
 		t.Fatalf("net transport: %v", err)

@@ -80,12 +80,13 @@ const otherReason = "\x00other"
 // memberlist reports as a decryption error, is logged as a warning that
 // says so.
 type logWriter struct {
-	log zerolog.Logger
-	lim *logLimiter // nil: no limit
+	log     zerolog.Logger
+	lim     *logLimiter // nil: no limit
+	refused func()      // counts a packet refused for a key mismatch; nil: not counted
 }
 
-func newStdLogger(l zerolog.Logger, lim *logLimiter) *log.Logger {
-	return log.New(logWriter{l, lim}, "", 0)
+func newStdLogger(l zerolog.Logger, lim *logLimiter, refused func()) *log.Logger {
+	return log.New(logWriter{l, lim, refused}, "", 0)
 }
 
 func (w logWriter) Write(p []byte) (int, error) {
@@ -113,6 +114,11 @@ func (w logWriter) Write(p []byte) (int, error) {
 	mismatch := isKeyMismatch(text)
 	if mismatch {
 		lvl, reason = zerolog.WarnLevel, []byte("key mismatch")
+		if w.refused != nil {
+			// memberlist drops such packets before any delegate sees them;
+			// its log line is the only place they show.
+			w.refused()
+		}
 	}
 	ok, suppressed := w.lim.allow("memberlist: " + string(reason))
 	if !ok {

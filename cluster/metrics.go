@@ -15,6 +15,9 @@ const (
 	reasonOutOfWindow = "out_of_window" // one slot of an expired, invalid or far-future window
 	reasonUnencodable = "unencodable"   // own slot whose limit/user/replica is too long to gossip
 	reasonTruncated   = "truncated"     // a full state cut at maxStateBytes (sent side)
+	// reasonUndecryptable: plaintext, wrongly keyed or garbage packets that
+	// memberlist's keyring refused.
+	reasonUndecryptable = "undecryptable"
 )
 
 // metrics are the node's collectors; counters live here, gauges are read at
@@ -44,7 +47,7 @@ func newMetrics() *metrics {
 		m.messages.WithLabelValues(d)
 		m.bytes.WithLabelValues(d)
 	}
-	for _, r := range []string{reasonMalformed, reasonVersion, reasonTooLarge, reasonOutOfWindow, reasonUnencodable, reasonTruncated} {
+	for _, r := range []string{reasonMalformed, reasonVersion, reasonTooLarge, reasonOutOfWindow, reasonUnencodable, reasonTruncated, reasonUndecryptable} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m

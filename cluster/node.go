@@ -235,7 +235,7 @@ func (n *Node) memberlistConfig() (*memberlist.Config, error) {
 	}
 	mc.Delegate = delegate{n}
 	mc.Events = n.members
-	mc.Logger = newStdLogger(n.mlLog, n.logLimit)
+	mc.Logger = newStdLogger(n.mlLog, n.logLimit, func() { n.met.drop(reasonUndecryptable, 1) })
 	if n.cfg.Tune != nil {
 		n.cfg.Tune(mc)
 	}
