@@ -35,11 +35,15 @@ fmt: ## format the code
 	gofmt -w .
 
 .PHONY: bench
-bench: ## Go benchmarks (hot paths, convergence, over-admission), then the load run: direct vs nginx vs gateway
+bench: ## Go benchmarks (hot paths, convergence, over-admission), then the load run (bench-load)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=$(BENCHCOUNT) ./proxy/ ./limiter/
 	$(GO) test -run='^$$' -bench='StoreAddSum|GossipBytes|StoreMemory|StateBytes' -benchmem -count=$(BENCHCOUNT) ./cluster/
 	$(GO) test -run='^$$' -bench=Convergence -benchtime=100x -count=$(BENCHCOUNT) ./cluster/
 	$(GO) test -run='^$$' -bench=OverAdmission -benchtime=5x -count=$(BENCHCOUNT) ./cmd/genai-gateway/
+	bash bench/loadbench.sh
+
+.PHONY: bench-load
+bench-load: ## the load run alone: req/s, proxy CPU and +p50 per request vs nginx, allocs (see bench/loadbench.sh)
 	bash bench/loadbench.sh
 
 .PHONY: fuzz
