@@ -424,4 +424,3 @@ func TestHardeningUpstreamEndlessContinue(t *testing.T) {
 	}
 	apiErrorBody(t, body)
 }
-
