@@ -382,8 +382,10 @@ func TestMonitoringLive(t *testing.T) {
 	})
 }
 
-// TestDemoScript runs deploy/demo.sh non-interactively with the test's binaries: it must show
-// alice refused with 429 by a replica she never used, and stop everything it started.
+// TestDemoScript runs deploy/demo.sh non-interactively with the test's binaries: it must make
+// two keys with keygen, show alice's key refused with 429 by a replica it never used (also when
+// it names another user), bob's key served, an unknown key and no key refused with 401, and stop
+// everything it started.
 func TestDemoScript(t *testing.T) {
 	gateway, _ := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -395,7 +397,12 @@ func TestDemoScript(t *testing.T) {
 	if err != nil {
 		t.Fatalf("deploy/demo.sh: %v\n%s", err, out)
 	}
-	for _, want := range []string{"alice -> :8083  429", "bob   -> :8083  200", "refused by a replica she never used"} {
+	for _, want := range []string{
+		"making two gateway API keys with genai-gateway keygen",
+		"alice   -> :8081  200", "alice   -> :8083  429", "bob     -> :8083  200",
+		"unknown -> :8083  401", "no key  -> :8083  401",
+		"refused by a replica she never used", "got 401, and nothing reached the upstream",
+	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output: want %q in it:\n%s", want, out)
 		}
