@@ -140,6 +140,7 @@ func TestKubernetes(t *testing.T) {
 		"Deployment/genai-gateway": "apps/v1", "Service/genai-gateway": "v1", "ConfigMap/genai-gateway": "v1",
 		"Secret/genai-gateway": "v1", "PodDisruptionBudget/genai-gateway": "policy/v1",
 		"ServiceMonitor/genai-gateway": "monitoring.coreos.com/v1", "PrometheusRule/genai-gateway": "monitoring.coreos.com/v1",
+		"NetworkPolicy/genai-gateway": "networking.k8s.io/v1",
 	} {
 		if o, ok := k[kind]; !ok || o["apiVersion"] != api {
 			t.Errorf("%s: want it, with apiVersion %s", kind, api)
