@@ -267,7 +267,9 @@ func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *es
 		}
 		if kind == 0 {
 			reserved := c.need(e.reserve)
-			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: reserved, urgent: float64(used+need) >= l.urgentFraction*float64(c.limit)})
+			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: reserved, used: used,
+				resetMs: resetAfter(cur+max(reserved, 1), prev, s),
+				urgent:  float64(used+need) >= l.urgentFraction*float64(c.limit)})
 			continue
 		}
 		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, replicas: replicas}

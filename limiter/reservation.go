@@ -1,6 +1,10 @@
 package limiter
 
-import "sync/atomic"
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
 
 // Usage is the true usage of a finished request.
 type Usage struct {
@@ -25,7 +29,9 @@ type entry struct {
 	lim      *climit // immutable; outlives a SetPolicy
 	start    int64   // start of the fixed window reserved in (Unix ms)
 	reserved int64
-	urgent   bool // usage was near the limit at admission: changes go to peers at once
+	used     int64 // the user's sliding-window usage before this request
+	resetMs  int64 // time until the window forgets everything used so far, this request included
+	urgent   bool  // usage was near the limit at admission: changes go to peers at once
 }
 
 // add records delta for e in the store, at once when e is urgent.
@@ -78,4 +84,41 @@ func (r *Reservation) Release() {
 			r.add(e, -e.reserved)
 		}
 	}
+}
+
+// Headroom is what one limit leaves its user once a request is reserved:
+// the x-gateway-ratelimit-* figures of the response.
+type Headroom struct {
+	Limit, Remaining int64
+	Reset            time.Duration // until the window forgets everything used so far
+}
+
+// Tightest returns, among the limits the request was reserved against, the
+// token limit and the requests limit with the least headroom left in
+// proportion to their size (ok false: no such limit applied). It reads what
+// Admit saw, so it costs no store lookup. Nil-safe.
+func (r *Reservation) Tightest() (tokens, requests Headroom, tokOK, reqOK bool) {
+	if r == nil {
+		return
+	}
+	for _, e := range r.entries {
+		h := Headroom{Limit: e.lim.limit, Remaining: max(e.lim.limit-e.used-e.reserved, 0),
+			Reset: time.Duration(e.resetMs) * time.Millisecond}
+		if e.lim.metric == MetricRequests {
+			if !reqOK || tighter(h, requests) {
+				requests, reqOK = h, true
+			}
+		} else if !tokOK || tighter(h, tokens) {
+			tokens, tokOK = h, true
+		}
+	}
+	return
+}
+
+// tighter reports whether a leaves a smaller share of its limit than b
+// (limits are positive; the products fit in 128 bits, compared as such).
+func tighter(a, b Headroom) bool {
+	ah, al := bits.Mul64(uint64(a.Remaining), uint64(b.Limit))
+	bh, bl := bits.Mul64(uint64(b.Remaining), uint64(a.Limit))
+	return ah < bh || ah == bh && al < bl
 }

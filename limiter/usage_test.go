@@ -96,3 +96,40 @@ func TestUsageAnonymousAndEmpty(t *testing.T) {
 		t.Errorf("Usage(\"\") when anonymous is refused = %#v, want an empty non-nil list", got)
 	}
 }
+
+// TestReservationTightest: the headroom a reservation reports is what the
+// user has left once this request is counted, for the tightest token limit
+// (by share of its size) and the requests limit, with the time until the
+// window forgets it all; no store lookup is needed.
+func TestReservationTightest(t *testing.T) {
+	st := newMapStore()
+	st.Add("big", "u", t0, hour, 100)   // 100 of 10000 used: 99 % left
+	st.Add("small", "u", t0, hour, 500) // 500 of 1000 used: 50 % left
+	st.Add("req", "u", t0, hour, 3)
+	l := newTest(t, policy(
+		Limit{"big", MetricTotalTokens, 10000, time.Hour, nil},
+		Limit{"small", MetricPromptTokens, 1000, time.Hour, nil},
+		Limit{"req", MetricRequests, 10, time.Hour, nil},
+	), st, Options{Now: newClock(t0 + 1000).Now})
+	r, err := l.Admit("u", "gpt-4o", est(40, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, req, tokOK, reqOK := r.Tightest()
+	if !tokOK || !reqOK {
+		t.Fatalf("Tightest: tokens %v, requests %v; want both", tokOK, reqOK)
+	}
+	if tok.Limit != 1000 || tok.Remaining != 460 {
+		t.Errorf("tokens headroom %+v, want limit 1000 remaining 460", tok)
+	}
+	if req.Limit != 10 || req.Remaining != 6 {
+		t.Errorf("requests headroom %+v, want limit 10 remaining 6", req)
+	}
+	if want := 2*time.Hour - time.Second; tok.Reset != want || req.Reset != want {
+		t.Errorf("reset %v / %v, want %v (the next window forgets this one)", tok.Reset, req.Reset, want)
+	}
+	var none *Reservation
+	if _, _, a, b := none.Tightest(); a || b {
+		t.Error("a nil reservation reports headroom")
+	}
+}

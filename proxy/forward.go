@@ -134,7 +134,13 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	sse := ok && isEventStream(m.resp.Header.ContentType())
 	size := m.resp.Header.ContentLength()
 	m.bufs = m.p.bufs.Get().(*streamBufs)
-	m.bufs.br.Reset(m.resp.BodyStream())
+	if body := m.resp.BodyStream(); size == -1 {
+		// Chunked: hand on every chunk already received in one read.
+		m.bufs.gather = gatherReader{src: body, buf: connReader(body)}
+		m.bufs.br.Reset(&m.bufs.gather)
+	} else {
+		m.bufs.br.Reset(body)
+	}
 	// Wait for the first body byte before anything is sent: an upstream
 	// that fails before it still gets a clean 502.
 	if _, err := m.bufs.br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
@@ -148,7 +154,7 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	copyResponseHeader(&ctx.Response.Header, &m.resp.Header)
 	m.ex.status = status
 	if ok {
-		m.p.setGatewayLimitHeaders(&ctx.Response.Header, m.ex.user)
+		setGatewayLimitHeaders(&ctx.Response.Header, m.res)
 	}
 	if !sse && size >= 0 && size <= maxHeldBody {
 		return false, m.whole(ctx, ok, size)
@@ -221,6 +227,7 @@ func (m *metered) end() {
 	}
 	if m.bufs != nil {
 		m.bufs.br.Reset(nil)
+		m.bufs.gather = gatherReader{}
 		p.bufs.Put(m.bufs)
 		m.bufs = nil
 	}

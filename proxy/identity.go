@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -121,30 +122,23 @@ func (p *Proxy) serveUsage(ctx *fasthttp.RequestCtx, c caller) {
 }
 
 // setGatewayLimitHeaders puts the caller's tightest token and request
-// limits on a metered response as x-gateway-ratelimit-{limit,remaining,
-// reset}-{tokens,requests}; the upstream's own x-ratelimit-* stay as they
-// are.
-func (p *Proxy) setGatewayLimitHeaders(h *fasthttp.ResponseHeader, user string) {
-	if p.lim == nil {
-		return
+// limits, as the request's reservation left them, on a metered response as
+// x-gateway-ratelimit-{limit,remaining,reset}-{tokens,requests}; the
+// upstream's own x-ratelimit-* stay as they are.
+func setGatewayLimitHeaders(h *fasthttp.ResponseHeader, res *limiter.Reservation) {
+	tok, req, tokOK, reqOK := res.Tightest()
+	if tokOK {
+		setHeadroom(h, &tok, "X-Gateway-Ratelimit-Limit-Tokens", "X-Gateway-Ratelimit-Remaining-Tokens", "X-Gateway-Ratelimit-Reset-Tokens")
 	}
-	var tightest [2]*limiter.LimitUsage // tokens, requests
-	us := p.lim.Usage(user)
-	for i := range us {
-		u := &us[i]
-		k := 0
-		if u.Metric == string(limiter.MetricRequests) {
-			k = 1
-		}
-		if t := tightest[k]; t == nil || u.Remaining*t.Limit < t.Remaining*u.Limit {
-			tightest[k] = u
-		}
+	if reqOK {
+		setHeadroom(h, &req, "X-Gateway-Ratelimit-Limit-Requests", "X-Gateway-Ratelimit-Remaining-Requests", "X-Gateway-Ratelimit-Reset-Requests")
 	}
-	for k, typ := range [2]string{"tokens", "requests"} {
-		if u := tightest[k]; u != nil {
-			h.Set("X-Gateway-Ratelimit-Limit-"+typ, strconv.FormatInt(u.Limit, 10))
-			h.Set("X-Gateway-Ratelimit-Remaining-"+typ, strconv.FormatInt(u.Remaining, 10))
-			h.Set("X-Gateway-Ratelimit-Reset-"+typ, strconv.FormatInt(u.ResetSeconds, 10)+"s")
-		}
-	}
+}
+
+func setHeadroom(h *fasthttp.ResponseHeader, r *limiter.Headroom, limit, remaining, reset string) {
+	var b [24]byte
+	h.SetBytesV(limit, strconv.AppendInt(b[:0], r.Limit, 10))
+	h.SetBytesV(remaining, strconv.AppendInt(b[:0], r.Remaining, 10))
+	secs := int64((r.Reset + time.Second - 1) / time.Second)
+	h.SetBytesV(reset, append(strconv.AppendInt(b[:0], secs, 10), 's'))
 }

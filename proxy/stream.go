@@ -21,11 +21,12 @@ const (
 // streamBufs are the buffers of one response in flight, pooled per Proxy so
 // a stream allocates none of them in the steady state.
 type streamBufs struct {
-	br   *bufio.Reader
-	ev   []byte
-	text []byte
-	tail []byte
-	out  []byte
+	br     *bufio.Reader
+	gather gatherReader // under br for chunked bodies
+	ev     []byte
+	text   []byte
+	tail   []byte
+	out    []byte
 }
 
 func newStreamBufs() *streamBufs {
