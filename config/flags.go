@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // Flag names. Besides --config, they are those of the original Rust
@@ -159,11 +161,12 @@ func lookupFlag(fs *pflag.FlagSet, name string) *pflag.Flag {
 	return fs.Lookup(name)
 }
 
-// applyLegacy maps the Rust options onto cfg. A group of options mapping
-// onto one key applies at the flag tier when any of its options came from a
-// flag, else at the environment tier; Load applies the environment tier
-// before the GENAI_GATEWAY_ variables and the flag tier after them.
-func (l *loader) applyLegacy(cfg *Config, vals map[string]legacyValue, flagTier bool) {
+// applyLegacy maps the Rust options onto viper's layers. A group of options
+// mapping onto one key applies at the flag layer (viper's pflag layer, above
+// the environment) when any of its options came from a flag, else at the
+// environment layer; Read applies the environment layer before the
+// GENAI_GATEWAY_ variables, which therefore beat the Rust variables.
+func (l *loader) applyLegacy(v *viper.Viper, vals map[string]legacyValue, flagTier bool) {
 	group := func(key string, names ...string) bool {
 		given, anyFlag := false, false
 		for _, n := range names {
@@ -179,55 +182,99 @@ func (l *loader) applyLegacy(cfg *Config, vals map[string]legacyValue, flagTier 
 		}
 		return true
 	}
+	set := func(key, source string, value any) {
+		if !flagTier {
+			_ = v.MergeConfigMap(withPath(nil, strings.Split(key, "."), value)) // cannot fail
+			return
+		}
+		text, ok := value.(string)
+		if !ok {
+			out, _ := yaml.Marshal(value) // a tree of maps, lists and strings always marshals
+			text = string(out)
+		}
+		_ = v.BindFlagValue(key, boundFlag{name: source, value: text}) // cannot fail: the value is not nil
+	}
 
 	if group("upstreams", flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain) {
-		l.applyUpstream(cfg, vals)
+		if url, ok := l.legacyUpstreamURL(vals); ok {
+			if v.InConfig("upstreams") {
+				l.warn(sourcesOf(vals, flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain) +
+					": replaces the configured upstreams with one upstream " + quote(defaultUpstreamName) + " at " + url)
+			}
+			set("upstreams", sourcesOf(vals, flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain), []any{toTree(reflect.ValueOf(defaultUpstream(url)))})
+		}
 	}
 	if group("listen", flagProxyPort) {
 		if port, ok := l.port(vals[flagProxyPort], true); ok {
-			cfg.Listen = ":" + port
+			set("listen", vals[flagProxyPort].source, ":"+port)
 		}
 	}
 	if group("metrics_listen", flagMetricsPort) {
 		if port, ok := l.port(vals[flagMetricsPort], true); ok {
-			cfg.MetricsListen = ":" + port
+			set("metrics_listen", vals[flagMetricsPort].source, ":"+port)
 		}
 	}
 	if group("rate_limit.limits", flagWindowMinutes, flagMaxPromptTokens) {
 		window, okW := l.positive(vals, flagWindowMinutes, legacyWindowMinutes, maxLegacyWindowMinutes, "a whole number of minutes")
 		limit, okL := l.positive(vals, flagMaxPromptTokens, legacyMaxTokens, 1<<62, "a whole number of tokens")
 		if okW && okL {
-			if len(cfg.RateLimit.Limits) > 0 && !isLegacyLimit(cfg.RateLimit.Limits) {
-				l.warn(sourcesOf(vals, flagWindowMinutes, flagMaxPromptTokens) +
-					": replaces the configured rate_limit.limits with one total_tokens limit named " + legacyLimitName)
+			sources := sourcesOf(vals, flagWindowMinutes, flagMaxPromptTokens)
+			if hasLimits(v) && !reflect.DeepEqual(v.Get("rate_limit.limits"), l.legacyLimits) {
+				l.warn(sources + ": replaces the configured rate_limit.limits with one total_tokens limit named " + legacyLimitName)
 			}
-			cfg.RateLimit.Limits = []Limit{legacyLimit(limit, window)}
+			l.setLegacyLimits(set, sources, limit, window)
 		}
 	}
 	if group("rate_limit.enabled", flagEnableRateLimiting) {
-		v := vals[flagEnableRateLimiting]
-		if on, err := parseBool(v.raw); err != nil {
-			l.fail(v.source, err.Error())
+		val := vals[flagEnableRateLimiting]
+		if on, err := parseBool(val.raw); err != nil {
+			l.fail(val.source, err.Error())
 		} else {
-			cfg.RateLimit.Enabled = on
-			if on && len(cfg.RateLimit.Limits) == 0 {
-				cfg.RateLimit.Limits = []Limit{legacyLimit(legacyMaxTokens, legacyWindowMinutes)}
+			set("rate_limit.enabled", val.source, strconv.FormatBool(on))
+			if on && !hasLimits(v) {
+				l.setLegacyLimits(set, val.source, legacyMaxTokens, legacyWindowMinutes)
 			}
 		}
 	}
 	if group("rate_limit.user_header", flagUserHeaderKey) {
-		cfg.RateLimit.UserHeader = strings.TrimSpace(vals[flagUserHeaderKey].raw)
+		set("rate_limit.user_header", vals[flagUserHeaderKey].source, strings.TrimSpace(vals[flagUserHeaderKey].raw))
 	}
 }
 
-// applyUpstream replaces the upstreams with the one the Rust options name.
-func (l *loader) applyUpstream(cfg *Config, vals map[string]legacyValue) {
+// setLegacyLimits sets rate_limit.limits to the limit the Rust options describe.
+func (l *loader) setLegacyLimits(set func(key, source string, value any), source string, maxTokens, windowMinutes int64) {
+	l.legacyLimits = []any{toTree(reflect.ValueOf(legacyLimit(maxTokens, windowMinutes)))}
+	set("rate_limit.limits", source, l.legacyLimits)
+}
+
+// hasLimits reports whether a lower layer configured any rate limit.
+func hasLimits(v *viper.Viper) bool {
+	switch limits := v.Get("rate_limit.limits").(type) {
+	case []any:
+		return len(limits) > 0
+	case string:
+		return limits != ""
+	}
+	return false
+}
+
+// boundFlag is a Rust flag's value as the config key it maps onto, bound in
+// viper's pflag layer: --http-proxy-port 8081 is listen ":8081".
+type boundFlag struct{ name, value string }
+
+func (f boundFlag) HasChanged() bool    { return true }
+func (f boundFlag) Name() string        { return f.name }
+func (f boundFlag) ValueString() string { return f.value }
+func (f boundFlag) ValueType() string   { return "string" }
+
+// legacyUpstreamURL is the URL of the upstream the Rust options name.
+func (l *loader) legacyUpstreamURL(vals map[string]legacyValue) (string, bool) {
 	tls := true
 	if v, ok := vals[flagOpenAITLS]; ok {
 		b, err := parseBool(v.raw)
 		if err != nil {
 			l.fail(v.source, err.Error())
-			return
+			return "", false
 		}
 		tls = b
 	}
@@ -238,7 +285,7 @@ func (l *loader) applyUpstream(cfg *Config, vals map[string]legacyValue) {
 	if v, ok := vals[flagOpenAIPort]; ok {
 		p, ok := l.port(v, false)
 		if !ok {
-			return
+			return "", false
 		}
 		port = p
 	}
@@ -247,15 +294,10 @@ func (l *loader) applyUpstream(cfg *Config, vals map[string]legacyValue) {
 		domain = strings.Trim(strings.TrimSpace(v.raw), "[]")
 		if domain == "" || strings.ContainsAny(domain, "/@?# ") {
 			l.fail(v.source, fmt.Sprintf("%s is not a host name or IP address", quote(v.raw)))
-			return
+			return "", false
 		}
 	}
-	url := scheme + "://" + net.JoinHostPort(domain, port)
-	if !reflect.DeepEqual(cfg.Upstreams, Default().Upstreams) {
-		l.warn(sourcesOf(vals, flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain) +
-			": replaces the configured upstreams with one upstream " + quote(defaultUpstreamName) + " at " + url)
-	}
-	cfg.Upstreams = []Upstream{defaultUpstream(url)}
+	return scheme + "://" + net.JoinHostPort(domain, port), true
 }
 
 // sourcesOf names the options among names that were given, for messages.
@@ -302,11 +344,4 @@ func legacyLimit(maxTokens, windowMinutes int64) Limit {
 		Limit:  maxTokens,
 		Window: time.Duration(windowMinutes) * time.Minute,
 	}
-}
-
-// isLegacyLimit reports whether limits is just a limit built from the Rust
-// options (by --enable-rate-limiting at the environment tier), which the
-// flag tier may replace without a warning.
-func isLegacyLimit(limits []Limit) bool {
-	return len(limits) == 1 && limits[0].Name == legacyLimitName && limits[0].Metric == MetricTotalTokens && limits[0].Models == nil
 }

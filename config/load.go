@@ -1,17 +1,23 @@
 package config
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
+	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
-	"go.yaml.in/yaml/v3"
+	"github.com/spf13/viper"
 )
 
 // envPrefix starts the environment variable of every config key:
@@ -34,11 +40,28 @@ func FilePath(environ []string, fs *pflag.FlagSet) string {
 	return envMap(environ)[envConfig]
 }
 
-// Load builds the configuration from, in increasing precedence, the
-// built-in defaults, the YAML file at path ("" for none), the environment
-// and the flags of fs (nil for none; see RegisterFlags). environ holds
-// "NAME=value" entries, as from os.Environ; the process environment itself
-// is never read.
+// Result is what one load found.
+type Result struct {
+	Config Config
+	// Warnings are things that work but deserve a look, such as ignored
+	// Redis flags; they never contain a secret.
+	Warnings []string
+	// Hash is a short hex SHA-256 of the file's bytes as read (of no bytes
+	// without a file): it tells which file a replica runs.
+	Hash string
+}
+
+// Load is Read without the hash.
+func Load(path string, environ []string, fs *pflag.FlagSet) (Config, []string, error) {
+	r, err := Read(path, environ, fs)
+	return r.Config, r.Warnings, err
+}
+
+// Read builds the configuration through viper from, in increasing
+// precedence, the built-in defaults, the YAML file at path ("" for none),
+// the environment and the flags of fs (nil for none; see RegisterFlags).
+// environ holds "NAME=value" entries, as from os.Environ; the process
+// environment itself is never read.
 //
 // In the file, ${VAR} expands to VAR from environ and ${VAR:-word} to word
 // when VAR is unset or empty ("$${" is a literal "${"). Every key can be set
@@ -52,28 +75,43 @@ func FilePath(environ []string, fs *pflag.FlagSet) string {
 // RegisterFlags): a flag beats its variable, and GENAI_GATEWAY_ variables
 // beat the Rust variables.
 //
-// Load decodes strictly: an unknown key anywhere is an error. It resolves
-// rate_limit.overrides into complete limits, then validates. The error
-// joins every problem found, one per line, each starting with the key (or
-// variable, or flag) it concerns; on error the Config is the zero value.
-// The warnings are for things that work but deserve a look, such as ignored
-// Redis flags. Neither ever contains a secret.
-func Load(path string, environ []string, fs *pflag.FlagSet) (Config, []string, error) {
-	l := &loader{env: envMap(environ), decodeKeys: map[string]bool{}, legacyEnvSet: map[string]string{}}
-	cfg := Default()
+// Read decodes strictly (viper's UnmarshalExact): an unknown key anywhere
+// is an error. It resolves rate_limit.overrides into complete limits, then
+// validates. The error joins every problem found, one per line, each
+// starting with the key (or variable, or flag) it concerns; on error the
+// Config is the zero value, and the Result still holds the warnings.
+// Neither ever contains a secret.
+func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
+	l := &loader{env: envMap(environ), decodeKeys: map[string]bool{}, legacyEnvSet: map[string]string{}, origins: map[string]string{}}
+	codecs := viper.NewCodecRegistry()
+	if err := codecs.RegisterCodec("yaml", yamlCodec{l: l, file: path, vars: l.env}); err != nil {
+		return Result{}, err
+	}
+	v := viper.NewWithOptions(viper.WithDecoderRegistry(codecs), viper.WithLogger(slog.New(slog.DiscardHandler)))
+	v.SetConfigType("yaml")
+	for k, val := range toTree(reflect.ValueOf(Default())).(map[string]any) {
+		v.SetDefault(k, val)
+	}
+	var data []byte
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return Config{}, nil, fmt.Errorf("read config file: %w", err)
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return Result{}, fmt.Errorf("read config file: %w", err)
 		}
-		d := &decoder{l: l, root: path, vars: l.env}
-		d.document(data, reflect.ValueOf(&cfg).Elem(), "")
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+			l.fail(path, err.Error())
+		}
 	}
 	legacy := l.legacyValues(fs)
-	l.applyLegacy(&cfg, legacy, false)
-	l.applyEnv(&cfg)
-	l.applyLegacy(&cfg, legacy, true)
+	l.applyLegacy(v, legacy, false)
+	l.applyEnv(v)
+	l.applyLegacy(v, legacy, true)
 
+	var cfg Config
+	strict := func(c *mapstructure.DecoderConfig) { c.WeaklyTypedInput = false }
+	if err := v.UnmarshalExact(&cfg, viper.DecodeHook(decodeHook), strict); err != nil {
+		l.decodeErrors(err)
+	}
 	cfg.RateLimit.Overrides = resolveOverrides(cfg.RateLimit.Limits, cfg.RateLimit.Overrides)
 	for _, err := range cfg.problems() {
 		if !l.coveredByDecodeError(err) {
@@ -82,28 +120,32 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, []string, e
 	}
 	l.warnings = append(l.warnings, advisories(cfg)...)
 
+	sum := sha256.Sum256(data)
+	r := Result{Config: cfg, Hash: hex.EncodeToString(sum[:6])}
 	redact := secretValues(cfg, l)
-	warnings := make([]string, len(l.warnings))
-	for i, w := range l.warnings {
-		warnings[i] = redact(w)
+	for _, w := range l.warnings {
+		r.Warnings = append(r.Warnings, redact(w))
 	}
 	if len(l.errs) > 0 {
 		errs := make([]error, len(l.errs))
 		for i, err := range l.errs {
 			errs[i] = errors.New(redact(err.Error()))
 		}
-		return Config{}, warnings, errors.Join(errs...)
+		r.Config = Config{}
+		return r, errors.Join(errs...)
 	}
-	return cfg, warnings, nil
+	return r, nil
 }
 
-// loader accumulates the problems and warnings of one Load.
+// loader accumulates the problems and warnings of one load.
 type loader struct {
 	env          map[string]string
 	errs         []error
 	decodeKeys   map[string]bool // keys that failed to decode
 	warnings     []string
 	legacyEnvSet map[string]string // key path -> Rust variable that set it
+	origins      map[string]string // key path -> GENAI_GATEWAY_ variable that set it
+	legacyLimits any               // the rate_limit.limits the Rust variables set
 }
 
 // fail records a problem at key.
@@ -124,129 +166,252 @@ func (l *loader) warn(msg string) {
 // default or zero, and a second message about it would only confuse).
 func (l *loader) coveredByDecodeError(err error) bool {
 	var p *problem
-	if !errors.As(err, &p) {
-		return false
-	}
-	if l.decodeKeys[p.key] {
-		return true
-	}
-	for i := range len(p.key) {
-		if (p.key[i] == '.' || p.key[i] == '[') && l.decodeKeys[p.key[:i]] {
-			return true
-		}
-	}
-	return false
+	return errors.As(err, &p) && underAny(p.key, l.decodeKeys) != ""
 }
 
-// applyEnv applies the GENAI_GATEWAY_ variables: whole values first, then
-// those reaching into a list element by index, each group in name order.
-func (l *loader) applyEnv(cfg *Config) {
-	var whole, indexed []string
-	for name, val := range l.env {
-		if !strings.HasPrefix(name, envPrefix) || name == envConfig || val == "" {
-			continue
-		}
-		if hasIndex(name) {
-			indexed = append(indexed, name)
-		} else {
-			whole = append(whole, name)
+// underAny returns the key of keys that is key or holds it, or "".
+func underAny[V any](key string, keys map[string]V) string {
+	if _, ok := keys[key]; ok {
+		return key
+	}
+	for i := range len(key) {
+		if _, ok := keys[key[:i]]; ok && (key[i] == '.' || key[i] == '[') {
+			return key[:i]
 		}
 	}
-	sort.Strings(whole)
-	sort.Strings(indexed)
-	root := reflect.ValueOf(cfg).Elem()
-	for _, name := range append(whole, indexed...) {
-		target, key, found, err := findEnvTarget(root, strings.TrimPrefix(name, envPrefix), "")
-		switch {
-		case err != nil:
-			l.fail(key, err.Error()+" (from "+name+")")
-			continue
-		case !found:
-			l.warn(name + ": no config key of that name, ignored")
-			continue
-		}
-		if by, ok := l.legacyEnvSet[key]; ok {
-			l.warn(fmt.Sprintf("%s: overrides %s", name, by))
-		}
-		l.setFromEnv(target, key, name, l.env[name])
-	}
+	return ""
 }
 
-// setFromEnv decodes the variable name's value onto target, at key.
-func (l *loader) setFromEnv(target reflect.Value, key, name, val string) {
-	d := &decoder{l: l, root: key, origin: " (from " + name + ")"}
-	t := target.Type()
-	switch {
-	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
-		if strings.HasPrefix(strings.TrimSpace(val), "[") {
-			d.document([]byte(val), target, key)
+// decodeErrors records the problems of viper's UnmarshalExact, which
+// mapstructure returns as a tree of joined *DecodeError, each naming its
+// field (rate_limit.limits[0].limit).
+func (l *loader) decodeErrors(err error) {
+	var found []*problem
+	var walk func(err error)
+	walk = func(err error) {
+		var de *mapstructure.DecodeError
+		switch e := err.(type) {
+		case *mapstructure.DecodeError:
+			de = e
+		case interface{ Unwrap() []error }:
+			for _, e := range e.Unwrap() {
+				walk(e)
+			}
+			return
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+			return
+		default:
+			found = append(found, &problem{key: "", msg: err.Error()})
 			return
 		}
-		seq := &yaml.Node{Kind: yaml.SequenceNode}
-		for part := range strings.SplitSeq(val, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				seq.Content = append(seq.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: part})
+		key, inner := keyOf(de.Name()), de.Unwrap()
+		if unknown, ok := strings.CutPrefix(inner.Error(), "has invalid keys: "); ok {
+			t := typeAt(de.Name())
+			for _, k := range strings.Split(unknown, ", ") {
+				msg := "unknown key"
+				if s := suggest(k, t); s != "" {
+					msg += fmt.Sprintf(" (did you mean %s?)", s)
+				}
+				found = append(found, &problem{key: joinKey(key, k), msg: msg})
+			}
+			return
+		}
+		for _, e := range flatten(inner) {
+			if p, ok := e.(*problem); ok {
+				sub := p.key
+				if !strings.HasPrefix(sub, "[") {
+					sub = "." + sub
+				}
+				found = append(found, &problem{key: strings.TrimPrefix(key+sub, "."), msg: p.msg})
+			} else {
+				found = append(found, &problem{key: key, msg: e.Error()})
 			}
 		}
-		d.value(seq, target, key)
-	case t.Kind() == reflect.Struct, t.Kind() == reflect.Slice, t.Kind() == reflect.Map:
-		d.document([]byte(val), target, key)
-	default:
-		d.value(&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: val}, target, key)
+	}
+	walk(err)
+	sort.SliceStable(found, func(i, j int) bool { return found[i].key < found[j].key })
+	for _, p := range found {
+		if name := underAny(p.key, l.origins); name != "" {
+			p.msg += " (from " + l.origins[name] + ")"
+		}
+		l.fail(p.key, p.msg)
 	}
 }
 
-// findEnvTarget finds the field that an environment variable name (without
-// the prefix) sets, guided by the yaml tags of the config types:
-// RATE_LIMIT_USER_HEADER is rate_limit.user_header, UPSTREAMS_0_URL is
-// upstreams[0].url. err is set when the name reaches past a list's end.
-func findEnvTarget(v reflect.Value, name, key string) (target reflect.Value, path string, found bool, err error) {
-	t := v.Type()
-	for i := range t.NumField() {
-		tag := tagName(t.Field(i))
-		upper := strings.ToUpper(tag)
-		fv, fk := v.Field(i), joinKey(key, tag)
-		if name == upper {
-			return fv, fk, true, nil
+// flatten lists the errors joined in err.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
 		}
-		rest, ok := strings.CutPrefix(name, upper+"_")
-		if !ok {
+		return out
+	}
+	return []error{err}
+}
+
+// overrideName splits mapstructure's name of a field under a user's
+// overrides, rate_limit.overrides[USER][0].limit, where USER is any text.
+var overrideName = regexp.MustCompile(`^rate_limit\.overrides\[(.*)\]((?:\[\d+\])(?:\..*)?)?$`)
+
+// indexes matches the list indexes and map keys of a field name.
+var indexes = regexp.MustCompile(`\[[^\]]*\]`)
+
+// keyOf turns mapstructure's field name into the key problems are named by:
+// the same, except that a user name is written as rate_limit.overrides.alice
+// (quoted when it holds other characters than letters, digits, - and _).
+func keyOf(name string) string {
+	if m := overrideName.FindStringSubmatch(name); m != nil {
+		return mapKey(overridesKey, m[1]) + m[2]
+	}
+	return name
+}
+
+// typeAt returns the struct type holding the keys of mapstructure's field
+// name, for suggestions.
+func typeAt(name string) reflect.Type {
+	if strings.HasPrefix(name, overridesKey+"[") {
+		return reflect.TypeFor[Limit]()
+	}
+	t := reflect.TypeFor[Config]()
+	for _, part := range strings.Split(indexes.ReplaceAllString(name, ""), ".") {
+		if part == "" {
 			continue
 		}
-		switch {
-		case fv.Kind() == reflect.Struct:
-			if target, path, found, err = findEnvTarget(fv, rest, fk); found {
-				return target, path, found, err
-			}
-		case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Struct:
-			digits, after, _ := strings.Cut(rest, "_")
-			idx, aerr := strconv.Atoi(digits)
-			if aerr != nil || idx < 0 || digits != strconv.Itoa(idx) {
-				continue
-			}
-			ek := fmt.Sprintf("%s[%d]", fk, idx)
-			if idx >= fv.Len() {
-				return reflect.Value{}, ek, true, fmt.Errorf("no such element: %s has %d", fk, fv.Len())
-			}
-			if after == "" {
-				return fv.Index(idx), ek, true, nil
-			}
-			if target, path, found, err = findEnvTarget(fv.Index(idx), after, ek); found {
-				return target, path, found, err
-			}
+		for t.Kind() == reflect.Slice {
+			t = t.Elem()
 		}
+		f, ok := fieldByTag(t, part)
+		if !ok {
+			return t
+		}
+		t = f.Type
 	}
-	return reflect.Value{}, "", false, nil
+	for t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	return t
 }
 
-// hasIndex reports whether a variable name has an all-digit segment.
-func hasIndex(name string) bool {
-	for part := range strings.SplitSeq(name, "_") {
-		if part != "" && strings.Trim(part, "0123456789") == "" {
-			return true
+// fieldByTag finds the field of struct t known by key.
+func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
+	if t.Kind() != reflect.Struct {
+		return reflect.StructField{}, false
+	}
+	for i := range t.NumField() {
+		if tagName(t.Field(i)) == key {
+			return t.Field(i), true
 		}
 	}
-	return false
+	return reflect.StructField{}, false
+}
+
+// tagName is the key a struct field is known by.
+func tagName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+	return name
+}
+
+// joinKey appends a struct field's key to a dotted key path.
+func joinKey(key, name string) string {
+	if key == "" {
+		return name
+	}
+	return key + "." + name
+}
+
+// mapKey appends a map key (a user name) to a key path, quoting it when it
+// holds characters other than letters, digits, '-' and '_'.
+func mapKey(key, name string) string {
+	plain := name != ""
+	for _, r := range name {
+		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			plain = false
+			break
+		}
+	}
+	if !plain {
+		return fmt.Sprintf("%s[%s]", key, quote(name))
+	}
+	return joinKey(key, name)
+}
+
+// suggest returns the known key of struct t closest to name, if close.
+func suggest(name string, t reflect.Type) string {
+	if t.Kind() != reflect.Struct {
+		return ""
+	}
+	best, bestDist := "", 3
+	for i := range t.NumField() {
+		k := tagName(t.Field(i))
+		if dist := editDistance(strings.ToLower(name), k); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return len(a) + len(b)
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// toTree turns a Config (the defaults) into viper's tree: the same shape
+// the file gives, with strings for values. Nil lists and maps are left out.
+func toTree(v reflect.Value) any {
+	switch v.Type() {
+	case reflect.TypeFor[time.Duration]():
+		return time.Duration(v.Int()).String()
+	case reflect.TypeFor[time.Time]():
+		if t := v.Interface().(time.Time); !t.IsZero() {
+			return t.Format(time.RFC3339)
+		}
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		m := map[string]any{}
+		for i := range v.NumField() {
+			if val := toTree(v.Field(i)); val != nil {
+				m[tagName(v.Type().Field(i))] = val
+			}
+		}
+		return m
+	case reflect.Slice:
+		if v.IsNil() {
+			return nil
+		}
+		list := make([]any, v.Len())
+		for i := range list {
+			list[i] = toTree(v.Index(i))
+		}
+		return list
+	case reflect.Map:
+		return nil // the defaults have no overrides
+	case reflect.String:
+		return v.String()
+	}
+	return fmt.Sprint(v.Interface())
 }
 
 // envMap turns "NAME=value" entries into a map; a later entry wins.
