@@ -253,7 +253,7 @@ func flatten(err error) []error {
 
 // overrideName splits mapstructure's name of a field under a user's
 // overrides, rate_limit.overrides[USER][0].limit, where USER is any text.
-var overrideName = regexp.MustCompile(`^rate_limit\.overrides\[(.*)\]((?:\[\d+\])(?:\..*)?)?$`)
+var overrideName = regexp.MustCompile(`^rate_limit\.overrides\[(.*?)\]((?:\[\d+\])(?:\..*)?)?$`)
 
 // indexes matches the list indexes and map keys of a field name.
 var indexes = regexp.MustCompile(`\[[^\]]*\]`)
