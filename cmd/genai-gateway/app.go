@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"reflect"
 	"sync"
 	"time"
 
@@ -48,6 +47,12 @@ type App struct {
 	metricsSrv         *http.Server
 	proxyLn, metricsLn net.Listener
 
+	// reloadMu serialises reloads; cfg is the running configuration and
+	// hash its file's, both changed under it.
+	reloadMu sync.Mutex
+	hash     string
+	metrics  reloadMetrics
+
 	errc         chan error
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -61,6 +66,7 @@ func NewApp(cfg config.Config, log zerolog.Logger) (*App, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	a.metrics = newReloadMetrics(a.reg)
 
 	replicas := func() int { return 1 }
 	var ready func() bool
@@ -207,10 +213,20 @@ func (a *App) operatorMux() http.Handler {
 	return mux
 }
 
-// Reload applies a new configuration's rate limits and auth (keys, jwt) without a
-// restart: a key removed from the file stops working for new requests. Other keys
-// (listeners, upstreams, cluster) need a restart; Reload says so in the log.
+// Reload applies a new, valid configuration without a restart: rate limits
+// (rate_limit.enabled, missing_user, limits, overrides) and auth (keys,
+// jwt) are swapped for new requests, while requests in flight finish under
+// the ones they started with; a key removed from the file stops working.
+// Changes of other keys (listen, metrics_listen, upstreams, cluster, ...)
+// need a restart, and Reload says so in the log. On error nothing changes.
+// Safe for concurrent use.
 func (a *App) Reload(next config.Config) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return a.reload(next)
+}
+
+func (a *App) reload(next config.Config) error {
 	var au *auth.Authenticator
 	if next.Auth.Enabled() {
 		var err error
@@ -227,10 +243,16 @@ func (a *App) Reload(next config.Config) error {
 	if old := a.proxy.SetAuthenticator(au); old != nil {
 		old.Close()
 	}
-	if next.Listen != a.cfg.Listen || next.MetricsListen != a.cfg.MetricsListen ||
-		!reflect.DeepEqual(next.Upstreams, a.cfg.Upstreams) || !reflect.DeepEqual(next.Cluster, a.cfg.Cluster) {
-		a.log.Warn().Msg("reload applies rate_limit only; listen, upstreams and cluster changes need a restart")
+	applied := a.cfg
+	applied.Auth = next.Auth
+	applied.RateLimit.Enabled, applied.RateLimit.MissingUser = next.RateLimit.Enabled, next.RateLimit.MissingUser
+	applied.RateLimit.Limits, applied.RateLimit.Overrides = next.RateLimit.Limits, next.RateLimit.Overrides
+	if keys := restartKeys(applied, next); len(keys) > 0 {
+		a.log.Warn().Strs("keys", keys).Msg("reload applies rate_limit and auth; these changes need a restart")
 	}
+	// Only what was applied changes, so readers of other keys (Shutdown
+	// reads drain_timeout) never race with a reload.
+	a.cfg.Auth, a.cfg.RateLimit = applied.Auth, applied.RateLimit
 	return nil
 }
 

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
 	"github.com/genai-gateway/genai-gateway/config"
@@ -81,16 +82,17 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 
-	path := config.FilePath(environ, fs)
-	cfg, warnings, err := config.Load(path, environ, fs)
+	src := configSource{path: config.FilePath(environ, fs), environ: environ, flags: fs}
+	res, err := src.read()
 	if err != nil {
 		fmt.Fprintf(stderr, "genai-gateway: invalid configuration:\n%v\n", err)
 		return exitConfig
 	}
+	cfg := res.Config
 	logOut := newBufferedWriter(stderr)
 	defer logOut.Close()
 	log := newLogger(cfg.Log, logOut)
-	for _, w := range warnings {
+	for _, w := range res.Warnings {
 		log.Warn().Msg(w)
 	}
 
@@ -102,40 +104,68 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error().Err(err).Msg("start-up failed")
 		return exitError
 	}
+	app.SetConfigHash(res.Hash)
 	if err := app.Start(); err != nil {
 		log.Error().Err(err).Msg("start-up failed")
 		_ = app.Shutdown(context.Background())
 		return exitError
 	}
 	log.Info().Str("version", versionString()).Str("listen", app.ProxyAddr()).
-		Str("metrics_listen", app.MetricsAddr()).Msg("genai-gateway serving")
+		Str("metrics_listen", app.MetricsAddr()).Str("config_hash", res.Hash).Msg("genai-gateway serving")
 
-	// SIGHUP reloads the file: rate limits are replaced without a restart.
+	// SIGHUP and changes of the file reload the configuration.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	changed, unwatch := watchFile(src, reloadQuiet, log)
+	defer unwatch()
+	return serve(ctx, stop, app, src, hup, changed)
+}
 
+// watchFile reports changes of the config file on changed (never without
+// a file, or when it cannot be watched: then SIGHUP still reloads), until
+// unwatch.
+func watchFile(src configSource, quiet time.Duration, log zerolog.Logger) (changed <-chan struct{}, unwatch func()) {
+	ch := make(chan struct{}, 1)
+	if src.path == "" {
+		return ch, func() {}
+	}
+	w, err := config.Watch(src.path, quiet, log, func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		log.Warn().Err(err).Msg("the config file is not watched; reload it with SIGHUP")
+		return ch, func() {}
+	}
+	return ch, w.Close
+}
+
+// serve runs a started replica until ctx ends (then it drains and shuts
+// down, exit 0) or a server fails (exit 1). A signal on hup reloads the
+// configuration; a change of the file (changed) reloads it when its
+// content differs from the one running. stop ends ctx's signal handling,
+// so that a second SIGTERM during the drain kills the process.
+func serve(ctx context.Context, stop func(), app *App, src configSource, hup <-chan os.Signal, changed <-chan struct{}) int {
+	log := app.log
 	for {
 		select {
 		case <-hup:
-			next, _, err := config.Load(path, environ, fs)
-			if err != nil {
-				log.Error().Err(err).Msg("reload refused: invalid configuration; keeping the running one")
-				continue
-			}
-			if err := app.Reload(next); err != nil {
-				log.Error().Err(err).Msg("reload failed")
-				continue
-			}
-			log.Info().Msg("configuration reloaded")
+			log.Info().Msg("SIGHUP: reloading the configuration")
+			_ = app.ReloadFile(src, true) // ReloadFile logs and counts its outcome
+		case <-changed:
+			_ = app.ReloadFile(src, false)
 		case err := <-app.Errors():
 			log.Error().Err(err).Msg("server failed")
 			_ = app.Shutdown(context.Background())
 			return exitError
 		case <-ctx.Done():
 			stop()
-			log.Info().Dur("drain_timeout", cfg.DrainTimeout).Msg("shutting down: draining requests and streams")
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+10*time.Second)
+			drain := app.cfg.DrainTimeout
+			log.Info().Dur("drain_timeout", drain).Msg("shutting down: draining requests and streams")
+			sctx, cancel := context.WithTimeout(context.Background(), drain+10*time.Second)
 			err := app.Shutdown(sctx)
 			cancel()
 			if err != nil {
@@ -165,6 +195,7 @@ Usage:
 
 Every key of the file can be set from the environment as GENAI_GATEWAY_<KEY_PATH>
 (for example GENAI_GATEWAY_RATE_LIMIT_ENABLED=true). Precedence: flag > environment > file > default.
+The file is reloaded when it changes and on SIGHUP (rate_limit and auth; other keys need a restart).
 
 Flags:
 %s`, versionString(), fs.FlagUsages())
