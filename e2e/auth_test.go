@@ -15,10 +15,23 @@ import (
 
 // TestKeyRemovedStopsWorkingOnEveryReplica: three clustered replicas share a
 // file with two gateway keys made by keygen; the operator removes one from
-// every replica's file and sends SIGHUP: within seconds that key gets 401 on
-// all three, the other key keeps working, and the cluster stays whole.
+// every replica's file: within seconds that key gets 401 on all three, the
+// other key keeps working, and the cluster stays whole. Both ways of
+// reloading are run, each on its own cluster: SIGHUP (checked first with an
+// unchanged file, which only SIGHUP reloads, so the signal path is proven
+// live) and the file watch alone.
 func TestKeyRemovedStopsWorkingOnEveryReplica(t *testing.T) {
 	mock := startMock(t)
+	for _, sighup := range []bool{true, false} {
+		name := "file watch"
+		if sighup {
+			name = "SIGHUP"
+		}
+		t.Run(name, func(t *testing.T) { testKeyRemoved(t, mock, sighup) })
+	}
+}
+
+func testKeyRemoved(t *testing.T, mock string, sighup bool) {
 	revoked, kept := keygen(t, "team-revoked"), keygen(t, "team-kept")
 	rs := startCluster(t, 3, mock, authKeysYAML(revoked, kept))
 	ctx := context.Background()
@@ -30,34 +43,63 @@ func TestKeyRemovedStopsWorkingOnEveryReplica(t *testing.T) {
 			}
 		}
 	}
+	reloads := func(r *replica) float64 {
+		v, _ := metricValue(t, r.ops, "genai_gateway_config_reloads_total", `{result="success"}`)
+		return v
+	}
+	if sighup {
+		// SIGHUP with the file unchanged: a reload (which a file watch would
+		// not do), and both keys still work.
+		for _, r := range rs {
+			before := reloads(r)
+			r.hangUp(t)
+			eventually(t, 10*time.Second, func() bool { return reloads(r) == before+1 },
+				"%s counting the SIGHUP reload in genai_gateway_config_reloads_total{result=\"success\"}", r.name)
+			for _, k := range []gatewayKey{revoked, kept} {
+				if _, err := chat(ctx, keyClient(r.proxy, k.key), 3); err != nil {
+					t.Fatalf("%s with key %s after a SIGHUP with the file unchanged: %v", r.name, k.name, err)
+				}
+			}
+		}
+	}
+	before := make([]float64, len(rs))
+	for i, r := range rs {
+		before[i] = reloads(r)
+	}
 
-	// The operator deletes the key's entry from every replica's file and sends SIGHUP.
+	// The operator deletes the key's entry from every replica's file (and
+	// sends SIGHUP).
 	entry := authKeysYAML(revoked)[len("auth:\n  keys:\n"):]
 	for _, r := range rs {
 		r.rewriteConfig(t, func(s string) string { return strings.Replace(s, entry, "", 1) })
 	}
 	sent := time.Now()
-	for _, r := range rs {
-		r.hangUp(t)
+	if sighup {
+		for _, r := range rs {
+			r.hangUp(t)
+		}
 	}
 
-	for _, r := range rs {
+	for i, r := range rs {
 		c := keyClient(r.proxy, revoked.key)
 		var last error
 		eventually(t, 10*time.Second, func() bool {
 			select {
 			case <-r.done:
-				t.Fatalf("%s exited after SIGHUP: %v", r.name, r.err)
+				t.Fatalf("%s exited after the reload: %v", r.name, r.err)
 			default:
 			}
 			_, last = chat(ctx, c, 3)
 			return statusOf(last) == http.StatusUnauthorized
 		}, "%s refusing the removed key with 401 (last: %v)", r.name, &last)
-		t.Logf("%s refuses the removed key %v after SIGHUP", r.name, time.Since(sent).Round(time.Millisecond))
+		t.Logf("%s refuses the removed key %v after the file changed", r.name, time.Since(sent).Round(time.Millisecond))
 		wantRefused(t, last, http.StatusUnauthorized, "invalid_api_key", r.name+" removed key")
 
 		if _, err := chat(ctx, keyClient(r.proxy, kept.key), 3); err != nil {
 			t.Errorf("%s with the kept key after the reload: %v", r.name, err)
+		}
+		if got := reloads(r); got <= before[i] {
+			t.Errorf(`%s genai_gateway_config_reloads_total{result="success"}: got %v, want more than %v`, r.name, got, before[i])
 		}
 		if v, _ := metricValue(t, r.ops, "genai_gateway_auth_failures_total", `{reason="unknown"}`); v < 1 {
 			t.Errorf(`%s genai_gateway_auth_failures_total{reason="unknown"}: got %v, want >= 1`, r.name, v)
