@@ -88,3 +88,32 @@ func TestConfigHash(t *testing.T) {
 		t.Errorf("invalid file: got hash %q, error %v; want both", r.Hash, err)
 	}
 }
+
+// TestUnknownKeysWithoutValues: viper keeps no key whose value is null or
+// an empty mapping, so strict decoding alone would let these pass.
+func TestUnknownKeysWithoutValues(t *testing.T) {
+	tests := []struct {
+		yaml string
+		env  []string
+		key  string
+		frag string
+	}{
+		{"listn:\n", nil, "listn", "did you mean listen?"},
+		{"rate_limt: {}\n", nil, "rate_limt", "did you mean rate_limit?"},
+		{"cluster: {gossip: ~}\n", nil, "cluster.gossip", "unknown key"},
+		{"upstreams: [{name: a, url: \"http://a\", extra: ~}]\n", nil, "upstreams[0].extra", "unknown key"},
+		{"", []string{"GENAI_GATEWAY_RATE_LIMIT={limts: {}}"}, "rate_limit.limts", "(from GENAI_GATEWAY_RATE_LIMIT)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			_, _, err := Load(writeConfig(t, tt.yaml), tt.env, nil)
+			wantProblem(t, err, tt.key, tt.frag)
+			if n := len(errLines(err)); n != 1 {
+				t.Errorf("got %d problems\n%v\nwant 1", n, err)
+			}
+		})
+	}
+	if _, _, err := Load(writeConfig(t, "log: {}\nmetrics:\ncluster: {join: []}\n"), nil, nil); err != nil {
+		t.Errorf("known keys without values: got %v, want nil", err)
+	}
+}

@@ -41,6 +41,12 @@ func (l *loader) applyEnv(v *viper.Viper) {
 			p := err.(*problem)
 			l.fail(p.key, p.msg+" (from "+name+")")
 		}
+		if m, ok := value.(map[string]any); ok && t.typ.Kind() == reflect.Struct {
+			for _, p := range vanishingKeys(m, t.typ, t.key) {
+				errs = append(errs, p)
+				l.fail(p.key, p.msg+" (from "+name+")")
+			}
+		}
 		if len(errs) > 0 {
 			continue
 		}

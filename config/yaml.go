@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -53,6 +55,9 @@ func (c yamlCodec) Decode(data []byte, out map[string]any) error {
 		c.l.fail(c.file, "must be a mapping of keys, got "+kindName(root))
 	default:
 		if m, ok := t.value(root, "", 0).(map[string]any); ok {
+			for _, p := range vanishingKeys(m, reflect.TypeFor[Config](), "") {
+				c.l.fail(p.key, p.msg)
+			}
 			for k, v := range m {
 				out[k] = v
 			}
@@ -64,6 +69,29 @@ func (c yamlCodec) Decode(data []byte, out map[string]any) error {
 // Encode implements viper.Encoder; the gateway never writes its file.
 func (yamlCodec) Encode(map[string]any) ([]byte, error) {
 	return nil, errors.New("config: writing the file is not supported")
+}
+
+// vanishingKeys returns the unknown keys of mapping m, of struct type st at
+// key, whose value is null or an empty mapping: viper drops such keys
+// (it keeps no key without a value), so its strict decoding never sees them.
+func vanishingKeys(m map[string]any, st reflect.Type, key string) []*problem {
+	var out []*problem
+	for k, v := range m {
+		f, known := fieldByTag(st, strings.ToLower(k))
+		sub, isMap := v.(map[string]any)
+		switch {
+		case !known && (v == nil || isMap && len(sub) == 0):
+			msg := "unknown key"
+			if s := suggest(k, st); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			out = append(out, &problem{key: joinKey(key, k), msg: msg})
+		case known && isMap:
+			out = append(out, vanishingKeys(sub, f.Type, joinKey(key, k))...)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+	return out
 }
 
 // parseTree parses YAML text from a variable or a flag into a tree, without
