@@ -115,7 +115,13 @@ func BenchmarkConvergence(b *testing.B) {
 	}
 }
 
-func sentBytes(b *testing.B, reg *prometheus.Registry) float64 {
+func sentBytes(b *testing.B, reg *prometheus.Registry) float64 { return gossipBytes(b, reg, "sent") }
+
+func receivedBytes(b *testing.B, reg *prometheus.Registry) float64 {
+	return gossipBytes(b, reg, "received")
+}
+
+func gossipBytes(b *testing.B, reg *prometheus.Registry, direction string) float64 {
 	mfs, err := reg.Gather()
 	if err != nil {
 		b.Fatal(err)
@@ -123,7 +129,7 @@ func sentBytes(b *testing.B, reg *prometheus.Registry) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() == "genai_gateway_gossip_bytes_total" {
 			for _, m := range mf.GetMetric() {
-				if m.GetLabel()[0].GetValue() == "sent" {
+				if m.GetLabel()[0].GetValue() == direction {
 					return m.GetCounter().GetValue()
 				}
 			}
@@ -177,48 +183,85 @@ func fillStore(s *Store, keys, replicas int) {
 	w := window()
 	limits := []string{"prompt-hourly", "total-minute", "req-minute"}
 	var ds []slotDelta
+	now := s.nowMs()
 	for k := range keys {
 		user := fmt.Sprintf("%016x", r.Uint64())
 		for i := range replicas {
 			ds = append(ds, slotDelta{limits[k%3], user, w - int64(k%2)*minute, minute,
 				fmt.Sprintf("gateway-%d/%08x", i, i*7919), r.Uint64N(100_000), r.Uint64N(5_000)})
 		}
+		if len(ds) >= 1<<16 {
+			s.merge(ds, now)
+			ds = ds[:0]
+		}
 	}
-	s.merge(ds, s.nowMs())
+	s.merge(ds, now)
 }
 
-// BenchmarkStoreMemory reports the heap held per key (3 replica slots each).
+// BenchmarkStoreMemory reports the heap held per key with 1, 3, 8 and 32
+// replicas writing every key (goal: <= 128 B/key with one).
 func BenchmarkStoreMemory(b *testing.B) {
 	const keys = 100_000
-	var ms runtime.MemStats
-	for b.Loop() {
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		before := ms.HeapAlloc
-		s := NewStore("gateway-0/00000000", nil)
-		fillStore(s, keys, 3)
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(ms.HeapAlloc-before)/keys, "B/key")
-		runtime.KeepAlive(s)
+	for _, writers := range []int{1, 3, 8, 32} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			var ms runtime.MemStats
+			for b.Loop() {
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				before := ms.HeapAlloc
+				s := NewStore("gateway-0/00000000", nil)
+				fillStore(s, keys, writers)
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				b.ReportMetric(float64(ms.HeapAlloc-before)/keys, "B/key")
+				runtime.KeepAlive(s)
+			}
+		})
 	}
 }
 
-// BenchmarkStateBytes reports the encoded full state (push/pull) per key,
-// with 100,000 keys of 3 replica slots each, and the time to encode it.
+// answerBytes encodes every bucket of s as an answer to a pull would, and
+// returns the bytes of its chunks.
+func answerBytes(b *testing.B, s *Store) (total, chunks int) {
+	enc := chunkEncoder{sender: s.replica}
+	flush := func() {
+		msg, err := compressChunk(header{Sender: s.replica}, chunkHead{ID: 1, Seq: uint64(chunks)}, enc.raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += len(msg)
+		chunks++
+		enc.raw = enc.raw[:0]
+	}
+	s.buckets(func(int) bool { return true }, func(ds []slotDelta) bool {
+		for i := range ds {
+			enc.add(&ds[i])
+			if enc.full() {
+				flush()
+			}
+		}
+		return true
+	})
+	flush()
+	return total, chunks
+}
+
+// BenchmarkStateBytes reports what anti-entropy sends for 100,000 keys of 3
+// replica slots each: the push/pull digest (whatever the keys) and, when
+// every bucket differs (a joiner), the chunks of the answer; ns/op is the
+// time to encode the answer.
 func BenchmarkStateBytes(b *testing.B) {
 	const keys = 100_000
 	s := NewStore("gateway-0/00000000", nil)
 	fillStore(s, keys, 3)
-	var out []byte
+	var total, chunks int
 	for b.Loop() {
-		var truncated bool
-		var err error
-		out, truncated, err = encodeState(header{Sender: s.replica}, s.snapshot(), maxStateBytes)
-		if err != nil || truncated {
-			b.Fatalf("encodeState: truncated %v, err %v", truncated, err)
-		}
+		total, chunks = answerBytes(b, s)
 	}
-	b.ReportMetric(float64(len(out))/keys, "state-B/key")
-	b.ReportMetric(float64(len(out)), "state-bytes")
+	ds := make([]bucketDigest, numBuckets)
+	s.digests(ds)
+	b.ReportMetric(float64(total)/keys, "state-B/key")
+	b.ReportMetric(float64(total), "state-bytes")
+	b.ReportMetric(float64(chunks), "chunks")
+	b.ReportMetric(float64(len(appendDigest(nil, header{Sender: s.replica}, ds))), "digest-bytes")
 }

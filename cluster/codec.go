@@ -1,29 +1,30 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
-	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 )
 
-// Wire format, version 1. Every integer is a varint; every string is a
+// Wire format, version 2. Every integer is a varint; every string is a
 // uvarint length followed by that many bytes, with a fixed upper bound.
 //
-//	message = version:byte flags:byte sentAt:zigzag-varint(unix ms) sender:string entry*
+//	header  = version:byte flags:byte sentAt:zigzag-varint(unix ms) sender:string
+//	delta   = header entry*
 //	entry   = limit:string user:string start:zigzag-varint size:uvarint replica:string P:uvarint N:uvarint
 //
-// Entries run to the end of the message; there is no count, so a decoder
-// never allocates from a claimed size. An empty replica means the sender's.
-// A delta message is sent as is (one UDP packet); a full state (push/pull)
-// is the same message compressed with DEFLATE.
+// flags holds the relay bit and the message kind (bits 1-2): a delta, or one
+// of the anti-entropy messages of codec_ae.go (a digest, a pull request, a
+// chunk of buckets). Entries run to the end of the message; there is no
+// count, so a decoder never allocates from a claimed size. An empty replica
+// means the sender's. A delta message is one UDP packet.
 const (
-	wireVersion = 1
+	wireVersion = 2
 	flagRelay   = 1 << 0 // receivers pass newer slots on through their gossip queue
+	kindShift   = 1
+	kindMask    = 3 << kindShift
 
 	maxLimitLen   = 128
 	maxUserLen    = 512
@@ -40,11 +41,14 @@ const (
 	packetBudget = 1300
 	// maxDeltaMsg is the largest delta message we accept (a UDP datagram).
 	maxDeltaMsg = 64 << 10
-	// maxStateBytes caps an encoded (compressed) full state, well under
-	// memberlist's 20 MiB push/pull limit.
-	maxStateBytes = 8 << 20
-	// maxStateRaw caps a decompressed full state (a DEFLATE bomb guard).
-	maxStateRaw = 256 << 20
+)
+
+// Message kinds (flags bits 1-2).
+const (
+	kindDelta  = 0 // slot values: gossip and direct sends
+	kindDigest = 1 // bucket digests: the push/pull state
+	kindPull   = 2 // a request for buckets that differ
+	kindChunk  = 3 // part of the answer to a pull: the slots of some buckets
 )
 
 // Decode errors; dropReason maps them to metric labels.
@@ -65,6 +69,7 @@ type slotDelta struct {
 // header starts every message.
 type header struct {
 	Relay  bool
+	Kind   byte   // kindDelta, kindDigest, kindPull or kindChunk
 	SentAt int64  // sender's clock, unix ms
 	Sender string // sender's replica ID
 }
@@ -76,7 +81,7 @@ func appendString(b []byte, s string) []byte {
 
 // appendHeader appends h's encoding to b.
 func appendHeader(b []byte, h header) []byte {
-	var flags byte
+	flags := h.Kind << kindShift & kindMask
 	if h.Relay {
 		flags |= flagRelay
 	}
@@ -197,6 +202,7 @@ func (r *reader) header() (header, error) {
 	}
 	var h header
 	h.Relay = flags&flagRelay != 0
+	h.Kind = flags & kindMask >> kindShift
 	if h.SentAt, err = r.varint(); err != nil {
 		return header{}, err
 	}
@@ -258,6 +264,9 @@ func decodeDeltas(buf []byte) (header, []slotDelta, error) {
 	if err != nil {
 		return header{}, nil, err
 	}
+	if h.Kind != kindDelta {
+		return header{}, nil, errMalformed
+	}
 	var ds []slotDelta
 	for {
 		var d slotDelta
@@ -269,93 +278,5 @@ func decodeDeltas(buf []byte) (header, []slotDelta, error) {
 		default:
 			return header{}, nil, err
 		}
-	}
-}
-
-// countWriter counts the bytes written through it.
-type countWriter struct {
-	w io.Writer
-	n int
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += n
-	return n, err
-}
-
-// encodeState writes the header and every delta of chunks, DEFLATE-compressed.
-// It stops early (truncated = true) before the output would pass maxBytes;
-// the state is still valid, just incomplete (a CRDT merges any subset).
-func encodeState(h header, chunks iter.Seq[[]slotDelta], maxBytes int) (out []byte, truncated bool, err error) {
-	var buf bytes.Buffer
-	cw := &countWriter{w: &buf}
-	fw, _ := flate.NewWriter(cw, flate.BestSpeed) // only fails on a bad level
-	if _, err = fw.Write(appendHeader(nil, h)); err != nil {
-		return nil, false, fmt.Errorf("compress state: %w", err)
-	}
-	raw := make([]byte, 0, 64<<10)
-	margin := 64 << 10 // flate holds up to one block back
-	for ds := range chunks {
-		for i := range ds {
-			if raw, err = appendEntry(raw, &ds[i], h.Sender); err != nil {
-				err = nil // unencodable key: never gossiped (counted at the source)
-			}
-		}
-		if _, err = fw.Write(raw); err != nil {
-			return nil, false, fmt.Errorf("compress state: %w", err)
-		}
-		raw = raw[:0]
-		if cw.n+margin >= maxBytes {
-			truncated = true
-			break
-		}
-	}
-	if err = fw.Close(); err != nil {
-		return nil, false, fmt.Errorf("compress state: %w", err)
-	}
-	return buf.Bytes(), truncated, nil
-}
-
-// decodeState decodes a full state produced by encodeState, at most maxRaw
-// bytes once decompressed (errTooLarge beyond), handing its
-// deltas to fn in chunks of at most chunk entries (so a large state is merged
-// without being held in memory whole). On error, chunks already handed to fn
-// stay handed: each delta is an absolute slot value, safe to merge alone.
-func decodeState(buf []byte, maxRaw int64, chunk int, fn func([]slotDelta)) (header, error) {
-	if len(buf) > maxStateBytes*2 {
-		return header{}, errTooLarge
-	}
-	fr := flate.NewReader(bytes.NewReader(buf))
-	defer fr.Close()
-	lr := &io.LimitedReader{R: fr, N: maxRaw + 1}
-	br := bufio.NewReaderSize(lr, 32<<10)
-	r := reader{r: br}
-	h, err := r.header()
-	if err != nil {
-		return header{}, err
-	}
-	ds := make([]slotDelta, 0, min(chunk, len(buf)/4+1))
-	for {
-		var d slotDelta
-		err := r.entry(&d)
-		if err == nil {
-			ds = append(ds, d)
-			if len(ds) == chunk {
-				fn(ds)
-				ds = ds[:0]
-			}
-			continue
-		}
-		if lr.N <= 0 {
-			return h, errTooLarge
-		}
-		if err != io.EOF {
-			return h, err
-		}
-		if len(ds) > 0 {
-			fn(ds)
-		}
-		return h, nil
 	}
 }

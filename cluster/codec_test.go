@@ -1,12 +1,9 @@
 package cluster
 
 import (
-	"bytes"
-	"compress/flate"
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -46,7 +43,8 @@ func TestDecodeDeltasErrors(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, errMalformed},
-		{"version 2", append([]byte{2}, good[0][1:]...), errVersion},
+		{"version 3", append([]byte{3}, good[0][1:]...), errVersion},
+		{"a digest", appendDigest(nil, header{Sender: "s"}, make([]bucketDigest, numBuckets)), errMalformed},
 		{"no sender", []byte{wireVersion, 0, 2, 0}, errMalformed},
 		{"truncated", good[0][:len(good[0])-1], errMalformed},
 		{"huge string length", append(appendHeader(nil, header{Sender: "s"}), 0xff, 0xff, 0xff, 0xff, 0x0f), errMalformed},
@@ -110,56 +108,6 @@ func TestMaxEntryFitsPacket(t *testing.T) {
 	}
 }
 
-func collectState(buf []byte) (header, []slotDelta, error) {
-	var all []slotDelta
-	h, err := decodeState(buf, maxStateRaw, 3, func(ds []slotDelta) { all = append(all, ds...) })
-	return h, all, err
-}
-
-func TestEmptyStateRoundTrip(t *testing.T) {
-	h := header{SentAt: t0, Sender: "n0/aa"}
-	buf, _, err := encodeState(h, slices.Values([][]slotDelta(nil)), maxStateBytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if gh, got, err := collectState(buf); err != nil || gh != h || len(got) != 0 {
-		t.Errorf("decode empty state: %+v %+v %v, want %+v, no delta, no error", gh, got, err, h)
-	}
-}
-
-func TestStateRoundTrip(t *testing.T) {
-	h := header{SentAt: t0, Sender: "n0/aa"}
-	buf, truncated, err := encodeState(h, slices.Values([][]slotDelta{sampleDeltas()[:2], sampleDeltas()[2:]}), maxStateBytes)
-	if err != nil || truncated {
-		t.Fatalf("encodeState: truncated %v, err %v", truncated, err)
-	}
-	gh, got, err := collectState(buf)
-	if err != nil {
-		t.Fatalf("decodeState: %v", err)
-	}
-	if gh != h || !reflect.DeepEqual(got, sampleDeltas()) {
-		t.Errorf("got %+v %+v, want %+v %+v", gh, got, h, sampleDeltas())
-	}
-}
-
-func TestDecodeStateBomb(t *testing.T) {
-	var buf bytes.Buffer
-	fw, _ := flate.NewWriter(&buf, flate.BestCompression)
-	_, _ = fw.Write(appendHeader(nil, header{Sender: "s"}))
-	entry, _ := appendEntry(nil, &slotDelta{"l", "u", t0, minute, "", 1, 0}, "")
-	chunk := bytes.Repeat(entry, 1<<16)
-	const maxRaw = 4 << 20
-	for written := 0; written <= maxRaw; written += len(chunk) {
-		_, _ = fw.Write(chunk)
-	}
-	_ = fw.Close()
-	n := 0
-	_, err := decodeState(buf.Bytes(), maxRaw, 4096, func(ds []slotDelta) { n += len(ds) })
-	if !errors.Is(err, errTooLarge) {
-		t.Errorf("decodeState of a %d-byte bomb: err = %v, want %v", buf.Len(), err, errTooLarge)
-	}
-}
-
 func FuzzDecodeDelta(f *testing.F) {
 	msgs, _ := packDeltas(header{Relay: true, SentAt: 42, Sender: "n0/aa"}, sampleDeltas(), packetBudget)
 	f.Add(msgs[0])
@@ -185,27 +133,6 @@ func FuzzDecodeDelta(f *testing.F) {
 		}
 		if len(ds) != len(again) || (len(ds) > 0 && !reflect.DeepEqual(ds, again)) {
 			t.Fatalf("round trip: got %+v, want %+v", again, ds)
-		}
-	})
-}
-
-func FuzzDecodeState(f *testing.F) {
-	good, _, _ := encodeState(header{SentAt: 42, Sender: "n0/aa"}, slices.Values([][]slotDelta{sampleDeltas()}), maxStateBytes)
-	f.Add(good)
-	f.Add([]byte{})
-	f.Add([]byte{1, 2, 3})
-	f.Fuzz(func(t *testing.T, in []byte) {
-		h, ds, err := collectState(in)
-		if err != nil {
-			return
-		}
-		buf, _, err := encodeState(h, slices.Values([][]slotDelta{ds}), maxStateBytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h2, again, err := collectState(buf)
-		if err != nil || h2 != h || len(again) != len(ds) || (len(ds) > 0 && !reflect.DeepEqual(again, ds)) {
-			t.Fatalf("round trip: got %+v %+v %v, want %+v %+v", h2, again, err, h, ds)
 		}
 	})
 }

@@ -1,11 +1,15 @@
 package cluster
 
 // Slot is one replica's contribution to a PNCounter: the monotonic totals of
-// its increments (P) and of its decrements (N).
+// its increments (P) and of its decrements (N). Replica is an interned
+// replica ID (names.go): four bytes in every slot instead of a string.
 type Slot struct {
-	Replica string
 	P, N    uint64
+	Replica uint32 // 0 names no replica
 }
+
+// zero reports whether the slot holds nothing (a slot never seen).
+func (s Slot) zero() bool { return s.P == 0 && s.N == 0 }
 
 // PNCounter is a state-based positive-negative counter CRDT: one Slot per
 // replica, each only ever written by its own replica, merged by per-slot
@@ -13,88 +17,136 @@ type Slot struct {
 // have seen the same slots in any order, any number of times, hold the same
 // Value.
 //
-// The zero value is an empty counter. A PNCounter is a plain value: it is not
-// safe for concurrent use, and copies share their slot storage until Clone.
+// It is laid out for a million of them: the first slot inline and the
+// others, when more than one replica writes the counter, behind one pointer
+// (32 bytes with one writer). The zero value is an empty counter. A
+// PNCounter is a plain value: it is not safe for concurrent use, and copies
+// share their extra slots until Clone.
 type PNCounter struct {
-	slots []Slot // unordered; a handful of replicas, so a slice beats a map
+	first Slot
+	more  *[]Slot
 }
 
-// Add records delta (negative for a decrement) in replica's slot.
-func (c *PNCounter) Add(replica string, delta int64) {
-	if delta == 0 {
-		return
-	}
+// Add records delta (negative for a decrement) in replica's slot and returns
+// the slot before and after. replica must not be 0.
+func (c *PNCounter) Add(replica uint32, delta int64) (before, after Slot) {
 	s := c.slot(replica)
-	if delta > 0 {
+	before = *s
+	switch {
+	case delta > 0:
 		s.P += uint64(delta)
-	} else {
+	case delta < 0:
 		s.N += uint64(-(delta + 1)) + 1 // no overflow for math.MinInt64
 	}
+	return before, *s
 }
 
-// MergeSlot raises replica s.Replica's totals to at least s.P and s.N and
-// reports whether either of them grew.
-func (c *PNCounter) MergeSlot(s Slot) bool {
-	if s.P == 0 && s.N == 0 {
-		return false
+// MergeSlot raises slot o.Replica's totals to at least o.P and o.N. It
+// returns the slot as it was and whether either total grew.
+func (c *PNCounter) MergeSlot(o Slot) (before Slot, changed bool) {
+	if o.zero() || o.Replica == 0 {
+		return Slot{Replica: o.Replica}, false
 	}
-	cur := c.slot(s.Replica)
-	changed := false
-	if s.P > cur.P {
-		cur.P, changed = s.P, true
+	s := c.slot(o.Replica)
+	before = *s
+	if o.P > s.P {
+		s.P, changed = o.P, true
 	}
-	if s.N > cur.N {
-		cur.N, changed = s.N, true
+	if o.N > s.N {
+		s.N, changed = o.N, true
 	}
-	return changed
+	return before, changed
 }
 
 // Merge folds every slot of o into c (per-slot maximum).
 func (c *PNCounter) Merge(o PNCounter) {
-	for _, s := range o.slots {
+	for _, s := range o.AppendSlots(nil) {
 		c.MergeSlot(s)
 	}
 }
 
 // Value is the counter's total: the sum of every P minus the sum of every N.
-func (c PNCounter) Value() int64 {
-	var p, n uint64
-	for _, s := range c.slots {
-		p += s.P
-		n += s.N
+func (c *PNCounter) Value() int64 {
+	p, n := c.first.P, c.first.N
+	if c.more != nil {
+		for _, s := range *c.more {
+			p += s.P
+			n += s.N
+		}
 	}
 	return int64(p - n) // two's complement: exact whenever the total fits in int64
 }
 
 // Get returns replica's slot (zero when absent).
-func (c PNCounter) Get(replica string) Slot {
-	for _, s := range c.slots {
-		if s.Replica == replica {
-			return s
+func (c *PNCounter) Get(replica uint32) Slot {
+	if c.first.Replica == replica {
+		return c.first
+	}
+	if c.more != nil {
+		for _, s := range *c.more {
+			if s.Replica == replica {
+				return s
+			}
 		}
 	}
 	return Slot{Replica: replica}
 }
 
-// Slots returns the counter's slots in no particular order. The slice is
-// shared with c: do not modify it.
-func (c PNCounter) Slots() []Slot { return c.slots }
+// AppendSlots appends the counter's non-empty slots to dst, in no particular
+// order.
+func (c *PNCounter) AppendSlots(dst []Slot) []Slot {
+	if c.first.Replica != 0 && !c.first.zero() {
+		dst = append(dst, c.first)
+	}
+	if c.more != nil {
+		for _, s := range *c.more {
+			if !s.zero() {
+				dst = append(dst, s)
+			}
+		}
+	}
+	return dst
+}
+
+// Writers returns the number of slots.
+func (c *PNCounter) Writers() int {
+	n := 0
+	if c.first.Replica != 0 {
+		n = 1
+	}
+	if c.more != nil {
+		n += len(*c.more)
+	}
+	return n
+}
 
 // Clone returns a copy of c that shares no storage with it.
 func (c PNCounter) Clone() PNCounter {
-	if c.slots == nil {
-		return PNCounter{}
+	if c.more != nil {
+		more := append([]Slot(nil), *c.more...)
+		c.more = &more
 	}
-	return PNCounter{slots: append([]Slot(nil), c.slots...)}
+	return c
 }
 
 // slot returns a pointer to replica's slot, creating it when absent.
-func (c *PNCounter) slot(replica string) *Slot {
-	for i := range c.slots {
-		if c.slots[i].Replica == replica {
-			return &c.slots[i]
+func (c *PNCounter) slot(replica uint32) *Slot {
+	if c.first.Replica == replica {
+		return &c.first
+	}
+	if c.first.Replica == 0 {
+		c.first.Replica = replica
+		return &c.first
+	}
+	if c.more == nil {
+		c.more = new([]Slot)
+	}
+	m := *c.more
+	for i := range m {
+		if m[i].Replica == replica {
+			return &m[i]
 		}
 	}
-	c.slots = append(c.slots, Slot{Replica: replica})
-	return &c.slots[len(c.slots)-1]
+	*c.more = append(m, Slot{Replica: replica})
+	return &(*c.more)[len(*c.more)-1]
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -11,13 +12,11 @@ import (
 
 // canon returns c's slots sorted, for comparing counters.
 func canon(c PNCounter) string {
-	s := slices.Clone(c.Slots())
-	slices.SortFunc(s, func(a, b Slot) int { return strings.Compare(a.Replica, b.Replica) })
+	s := c.AppendSlots(nil)
+	slices.SortFunc(s, func(a, b Slot) int { return cmp.Compare(a.Replica, b.Replica) })
 	var b strings.Builder
 	for _, sl := range s {
-		if sl.P != 0 || sl.N != 0 {
-			fmt.Fprintf(&b, "%s:%d/%d ", sl.Replica, sl.P, sl.N)
-		}
+		fmt.Fprintf(&b, "%d:%d/%d ", sl.Replica, sl.P, sl.N)
 	}
 	return b.String()
 }
@@ -33,7 +32,7 @@ func merged(cs ...PNCounter) PNCounter {
 func randomCounter(r *rand.Rand) PNCounter {
 	var c PNCounter
 	for range r.IntN(6) {
-		c.Add(fmt.Sprintf("r%d", r.IntN(4)), r.Int64N(200)-100)
+		c.Add(uint32(1+r.IntN(4)), r.Int64N(200)-100)
 	}
 	return c
 }
@@ -55,7 +54,7 @@ func TestPNCounterAddValue(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var c PNCounter
 			for _, d := range tt.deltas {
-				c.Add("a", d)
+				c.Add(1, d)
 			}
 			if got := c.Value(); got != tt.want {
 				t.Errorf("Value() = %d, want %d", got, tt.want)
@@ -101,9 +100,9 @@ func TestPNCounterGossipSimulation(t *testing.T) {
 		for range 300 {
 			i := r.IntN(replicas)
 			d := r.Int64N(1000) - 300
-			cs[i].Add(fmt.Sprint(i), d)
+			cs[i].Add(uint32(i+1), d)
 			want += d
-			s := cs[i].Get(fmt.Sprint(i))
+			s := cs[i].Get(uint32(i + 1))
 			for to := range replicas {
 				for range r.IntN(3) { // 0 = lost, 2 = duplicated
 					inflight = append(inflight, msg{to, s})
@@ -136,7 +135,7 @@ func FuzzPNCounterMerge(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var cs [3]PNCounter
 		for i := 0; i+2 < len(data); i += 3 {
-			cs[data[i]%3].Add(fmt.Sprint(data[i+1]%4), int64(int8(data[i+2])))
+			cs[data[i]%3].Add(uint32(1+data[i+1]%4), int64(int8(data[i+2])))
 		}
 		a, b, c := cs[0], cs[1], cs[2]
 		if canon(merged(a, b)) != canon(merged(b, a)) {
@@ -149,4 +148,35 @@ func FuzzPNCounterMerge(f *testing.F) {
 			t.Fatal("merge is not idempotent")
 		}
 	})
+}
+
+// TestPNCounterWriters: slots of many writers, each found again, the first
+// kept inline.
+func TestPNCounterWriters(t *testing.T) {
+	var c PNCounter
+	for w := range uint32(32) {
+		before, after := c.Add(w+1, int64(w+1))
+		if !before.zero() || after.P != uint64(w+1) {
+			t.Fatalf("Add(%d): before %+v after %+v, want a new slot of %d", w+1, before, after, w+1)
+		}
+	}
+	if got := c.Writers(); got != 32 {
+		t.Errorf("Writers() = %d, want 32", got)
+	}
+	for w := range uint32(32) {
+		if got := c.Get(w + 1).P; got != uint64(w+1) {
+			t.Errorf("Get(%d).P = %d, want %d", w+1, got, w+1)
+		}
+	}
+	if got := c.Value(); got != 32*33/2 {
+		t.Errorf("Value() = %d, want %d", got, 32*33/2)
+	}
+	if before, changed := c.MergeSlot(Slot{P: 1, Replica: 5}); changed || before.P != 5 {
+		t.Errorf("MergeSlot of an older value: before %+v changed %v, want 5 and false", before, changed)
+	}
+	d := c.Clone()
+	d.Add(7, 100)
+	if c.Get(7).P != 7 {
+		t.Errorf("Clone shares slots: original slot 7 = %d, want 7", c.Get(7).P)
+	}
 }

@@ -127,6 +127,18 @@ func (t *memberTable) list() []Member {
 	return out
 }
 
+// node returns a copy of the member named name, in any state.
+func (t *memberTable) node(name string) (*memberlist.Node, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.nodes[name]
+	if !ok {
+		return nil, false
+	}
+	n := r.node
+	return &n, true
+}
+
 // peers returns copies of the alive members other than self.
 func (t *memberTable) peers(self string) []*memberlist.Node {
 	t.mu.Lock()

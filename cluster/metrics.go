@@ -14,7 +14,6 @@ const (
 	reasonTooLarge    = "too_large"     // over the size cap
 	reasonOutOfWindow = "out_of_window" // one slot of an expired, invalid or far-future window
 	reasonUnencodable = "unencodable"   // own slot whose limit/user/replica is too long to gossip
-	reasonTruncated   = "truncated"     // a full state cut at maxStateBytes (sent side)
 	// reasonUndecryptable: plaintext, wrongly keyed or garbage packets that
 	// memberlist's keyring refused.
 	reasonUndecryptable = "undecryptable"
@@ -32,7 +31,7 @@ func newMetrics() *metrics {
 	m := &metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "genai_gateway_gossip_messages_total",
-			Help: "Gossip messages (deltas and full states) sent and received by this replica.",
+			Help: "Gossip messages (deltas, digests, pulls and chunks) sent and received by this replica.",
 		}, []string{"direction"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "genai_gateway_gossip_bytes_total",
@@ -47,7 +46,7 @@ func newMetrics() *metrics {
 		m.messages.WithLabelValues(d)
 		m.bytes.WithLabelValues(d)
 	}
-	for _, r := range []string{reasonMalformed, reasonVersion, reasonTooLarge, reasonOutOfWindow, reasonUnencodable, reasonTruncated, reasonUndecryptable} {
+	for _, r := range []string{reasonMalformed, reasonVersion, reasonTooLarge, reasonOutOfWindow, reasonUnencodable, reasonUndecryptable} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m
@@ -80,6 +79,9 @@ func dropReason(err error) string {
 		return reasonMalformed
 	}
 }
+
+// errNoPeer: the member to answer is no longer alive.
+var errNoPeer = errors.New("peer not alive")
 
 var (
 	descMembers = prometheus.NewDesc("genai_gateway_cluster_members",

@@ -6,20 +6,17 @@
 // by node name plus a per-start nonce. Changed slots travel as absolute
 // values (codec.go): every gossip interval, directly to each peer in a small
 // cluster, else through memberlist's gossip queue with pass-on of newer
-// values (broadcast.go). Full states are exchanged by memberlist's push/pull
-// on join and every PushPullInterval (delegate.go), which repairs anything
-// lost. Merging is a per-slot maximum, so duplicates, reordering, loss and
+// values (broadcast.go). Anti-entropy (antientropy.go) runs on memberlist's
+// push/pull, on join and every PushPullInterval: the two sides exchange
+// digests of 4,096 buckets of keys (about 40 KB whatever the number of
+// keys), then pull from each other the buckets that differ, in compressed
+// chunks over memberlist's reliable stream. Nothing is ever truncated.
+// Merging is a per-slot maximum, so duplicates, reordering, loss and
 // partitions never double count.
 //
-// Size of the full state (BenchmarkStateBytes, random 16-hex-digit user IDs):
-// about 13.5 bytes per slot once compressed, so 100k active keys written by 3
-// replicas make a push/pull of about 4 MB (40 B/key), taking 0.2-0.9 s of
-// CPU to encode on a loaded 2-core VM; every node sends one and answers about
-// one per PushPullInterval. The cap, maxStateBytes (8 MiB), is reached near
-// 600k slots (100k keys written by 6 replicas). Past it the state is cut
-// (dropped reason "truncated"): the cut keys still converge through deltas,
-// but a joiner learns them only when they change again. In memory a key
-// holding 3 slots takes about 310 bytes (BenchmarkStoreMemory).
+// Figures (make bench-scale; README): a replica joining a cluster that
+// holds 1,000,000 live keys holds all of them, Ready, within about 5 s on a
+// loaded 2-core VM (BenchmarkJoinMillion), receiving about 20 bytes per key.
 package cluster
 
 import (
@@ -62,6 +59,7 @@ type Config struct {
 	Tune func(*memberlist.Config)
 
 	directMax int // direct-send cluster size; 0 = defaultDirectMax, <0 = always queue
+	chunkRaw  int // anti-entropy chunk size before compression; 0 = chunkRaw (tests: many chunks)
 }
 
 // defaultFlushGap is how long a node coalesces its changes after sending one
@@ -95,6 +93,10 @@ type Node struct {
 
 	flushMu  sync.Mutex
 	dirtyBuf []slotDelta // guarded by flushMu
+
+	ae      antiEntropy  // pulls under way
+	pullOut chan outPull // pulls for pullLoop to send
+	answers chan answer  // peers' pulls for answerLoop
 
 	ctx      context.Context // done at Shutdown: stops the loops
 	cancel   context.CancelFunc
@@ -151,6 +153,8 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Node, erro
 		met:      newMetrics(),
 		members:  &memberTable{now: cfg.Now, nodes: map[string]memberRecord{}},
 		resync:   make(chan resyncReq, resyncQueue),
+		pullOut:  make(chan outPull, pullQueue),
+		answers:  make(chan answer, answerQueue),
 		logLimit: newLogLimiter(cfg.Now, logEvery),
 	}
 	n.members.joined = n.memberJoined
@@ -194,10 +198,12 @@ func (n *Node) Start() error {
 	}
 	n.log.Info().Str("replica_id", n.replica).Str("address", ml.LocalNode().Address()).
 		Strs("join", n.cfg.Join).Bool("encrypted", len(n.cfg.SecretKey) > 0).Msg("cluster started")
-	n.wg.Add(3)
+	n.wg.Add(5)
 	go n.run()
 	go n.joinLoop(ml)
 	go n.resyncLoop(ml)
+	go n.pullLoop(ml)
+	go n.answerLoop(ml)
 	return nil
 }
 
@@ -278,6 +284,7 @@ func (n *Node) run() {
 			if d := n.store.sweep(); d > 0 {
 				n.log.Debug().Int("dropped", d).Msg("expired counter keys")
 			}
+			n.expirePulls(time.Now())
 			if q := n.queue.NumQueued(); q > maxQueued {
 				n.queue.Prune(maxQueued)
 			}

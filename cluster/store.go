@@ -1,8 +1,6 @@
 package cluster
 
 import (
-	"hash/maphash"
-	"iter"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,6 +8,11 @@ import (
 
 const (
 	numShards = 64
+	// numBuckets is how many anti-entropy buckets the keys are hashed into
+	// (antientropy.go); bucket b lives in shard b % numShards, so a bucket's
+	// digest changes under one shard lock.
+	numBuckets      = 4096
+	bucketsPerShard = numBuckets / numShards
 	// maxWindowMs bounds a window size (a year and a day).
 	maxWindowMs = 366 * 24 * 3600 * 1000
 	// maxStartMs bounds a window start (far past any real clock) so start +
@@ -20,41 +23,50 @@ const (
 	maxSkewMs = 60_000
 	// gcEveryMs is how often Add sweeps expired keys on a store used alone.
 	gcEveryMs = 10_000
+
+	// Interned names: past the soft cap a sweep forgets the names no key
+	// uses; past the hard cap new names are refused (a peer making up
+	// limits or replicas by the thousand).
+	seriesSoftCap, seriesHardCap   = 1024, 1 << 16
+	replicaSoftCap, replicaHardCap = 1024, 1 << 16
 )
 
-// key names one counter: a limit, a user, a window start and a window size.
+// key names one counter: a user, a window start and a series (its limit and
+// window size, interned).
 type key struct {
-	limit, user string
-	start, size int64
+	user   string
+	start  int64
+	series uint32
 }
 
-// entry is one counter key's PN-counter plus gossip bookkeeping, guarded by
-// its shard's mutex.
-type entry struct {
-	k     key
-	c     PNCounter
-	dirty bool // own slot changed since the last takeDirty
-	gone  bool // dropped by gc; may still sit in a dirty list
+// bucketDigest summarises one anti-entropy bucket: the sum of the slotHash
+// of its slots and their count.
+type bucketDigest struct {
+	sum   uint64
+	count uint32
 }
 
 type shard struct {
 	mu    sync.RWMutex
-	m     map[key]*entry
-	dirty []*entry
+	m     map[key]*PNCounter
+	dirty map[key]struct{} // own slots changed since the last takeDirty
+	dig   [bucketsPerShard]bucketDigest
 }
 
 // Store holds the (limit, user, window) counters of this replica as
 // PN-counters: this replica writes only its own slot (Add) and learns the
 // others' slots by merging gossip. Windows expire two sizes after their
-// start: keys are then dropped and deltas for them refused, so they never come
-// back.
+// start: keys are then dropped and deltas for them refused, so they never
+// come back. Every key hashes to one of numBuckets buckets whose digest the
+// store keeps up to date, for anti-entropy.
 //
 // A Store is safe for concurrent use. Add and Sum on an existing key take one
 // shard lock, do not allocate and do not read the clock.
 type Store struct {
 	replica string
+	rid     uint32 // this replica's ID in replicas (never forgotten)
+	rh      uint64 // replicaHash(replica)
 	now     func() time.Time
-	seed    maphash.Seed
 	track   bool // record dirty own slots for gossip; set before first use
 
 	shards [numShards]shard
@@ -62,10 +74,14 @@ type Store struct {
 	dirty  atomic.Bool   // some own slot is dirty (cheap check before takeDirty)
 	wake   chan struct{} // signalled when an own slot turns dirty (nil: nobody listens)
 
-	internMu sync.Mutex
-	intern   map[string]string // replica IDs: a handful, shared by every key
-	hw       atomic.Int64      // highest clock reading seen (unix ms): time never runs back for expiry
-	nextGC   atomic.Int64
+	// namesMu is held for reading by code that stores a series or replica ID
+	// in a new key or slot, and for writing by a compaction of the tables.
+	namesMu  sync.RWMutex
+	series   *internTable[series]
+	replicas *internTable[string]
+
+	hw     atomic.Int64 // highest clock reading seen (unix ms): time never runs back for expiry
+	nextGC atomic.Int64
 }
 
 // NewStore returns an empty store whose own slot is replicaID. now (nil =
@@ -75,9 +91,17 @@ func NewStore(replicaID string, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	s := &Store{replica: replicaID, now: now, seed: maphash.MakeSeed(), intern: map[string]string{}}
+	s := &Store{
+		replica:  replicaID,
+		rh:       replicaHash(replicaID),
+		now:      now,
+		series:   newInternTable[series](nil, seriesHardCap),
+		replicas: newInternTable(replicaHash, replicaHardCap),
+	}
+	s.rid = s.replicas.intern(replicaID)
 	for i := range s.shards {
-		s.shards[i].m = make(map[key]*entry)
+		s.shards[i].m = make(map[key]*PNCounter)
+		s.shards[i].dirty = make(map[key]struct{})
 	}
 	return s
 }
@@ -87,13 +111,6 @@ func (s *Store) ReplicaID() string { return s.replica }
 
 // Len returns the number of counter keys held.
 func (s *Store) Len() int { return int(s.keys.Load()) }
-
-func (s *Store) shard(limit, user string) *shard {
-	// One user's keys share a shard: users spread the load, and hashing the
-	// limit name too would cost a second hash on the hot path.
-	_ = limit
-	return &s.shards[maphash.String(s.seed, user)%numShards]
-}
 
 // nowMs reads the clock, never going back past an earlier reading.
 func (s *Store) nowMs() int64 {
@@ -144,44 +161,55 @@ func (s *Store) add(limit, user string, start, size, delta int64, urgent bool) {
 	if delta == 0 {
 		return
 	}
-	k := key{limit, user, start, size}
-	sh := s.shard(limit, user)
-	sh.mu.Lock()
-	e := sh.m[k]
-	if e != nil {
-		e.c.Add(s.replica, delta)
-		s.markDirty(sh, e, urgent)
+	kh := keyHash(limit, user, start, size)
+	b := bucketOf(kh)
+	sh := &s.shards[b%numShards]
+	if id := s.series.lookup(series{limit, size}); id != 0 {
+		k := key{user, start, id}
+		sh.mu.Lock()
+		if c := sh.m[k]; c != nil {
+			s.addLocked(sh, k, c, b, kh, delta, urgent)
+			sh.mu.Unlock()
+			return
+		}
 		sh.mu.Unlock()
-		return
 	}
-	sh.mu.Unlock()
 	now := s.nowMs()
 	if !validWindow(start, size) || expired(start, size, now) {
 		return
 	}
+	s.namesMu.RLock()
+	id := s.series.intern(series{limit, size})
+	if id == 0 { // a full table: thousands of limits made up by peers
+		s.namesMu.RUnlock()
+		return
+	}
+	k := key{user, start, id}
 	sh.mu.Lock()
-	if e = sh.m[k]; e == nil {
-		e = &entry{k: k}
-		sh.m[k] = e
+	c := sh.m[k]
+	if c == nil {
+		c = new(PNCounter)
+		sh.m[k] = c
 		s.keys.Add(1)
 	}
-	e.c.Add(s.replica, delta)
-	s.markDirty(sh, e, urgent)
+	s.addLocked(sh, k, c, b, kh, delta, urgent)
 	sh.mu.Unlock()
+	s.namesMu.RUnlock()
 	if next := s.nextGC.Load(); now >= next && s.nextGC.CompareAndSwap(next, now+gcEveryMs) {
 		s.gc(now)
 	}
 }
 
-// markDirty records e's own slot for the next takeDirty and, when urgent,
-// wakes the sender; sh must be locked.
-func (s *Store) markDirty(sh *shard, e *entry, urgent bool) {
+// addLocked adds delta to the own slot of c (key k in bucket b), keeps the
+// bucket's digest and marks the slot dirty; sh must be locked.
+func (s *Store) addLocked(sh *shard, k key, c *PNCounter, b int, kh uint64, delta int64, urgent bool) {
+	before, after := c.Add(s.rid, delta)
+	sh.update(b, kh, s.rh, before, after)
 	if !s.track {
 		return
 	}
-	if !e.dirty {
-		e.dirty = true
-		sh.dirty = append(sh.dirty, e)
+	if _, ok := sh.dirty[k]; !ok {
+		sh.dirty[k] = struct{}{}
 		s.dirty.Store(true)
 	}
 	if urgent && s.wake != nil {
@@ -192,14 +220,32 @@ func (s *Store) markDirty(sh *shard, e *entry, urgent bool) {
 	}
 }
 
+// update moves bucket b's digest from slot value before to after; sh must
+// be locked.
+func (sh *shard) update(b int, kh, rh uint64, before, after Slot) {
+	d := &sh.dig[b/numShards]
+	if !before.zero() {
+		d.sum -= slotHash(kh, rh, before.P, before.N)
+		d.count--
+	}
+	if !after.zero() {
+		d.sum += slotHash(kh, rh, after.P, after.N)
+		d.count++
+	}
+}
+
 // Sum returns the key's cluster-wide total as this replica sees it: the sum of
 // every replica's slot (0 for an unknown key).
 func (s *Store) Sum(limit, user string, start, size int64) int64 {
-	sh := s.shard(limit, user)
+	id := s.series.lookup(series{limit, size})
+	if id == 0 {
+		return 0
+	}
+	sh := &s.shards[bucketOf(keyHash(limit, user, start, size))%numShards]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	if e := sh.m[key{limit, user, start, size}]; e != nil {
-		return e.c.Value()
+	if c := sh.m[key{user, start, id}]; c != nil {
+		return c.Value()
 	}
 	return 0
 }
@@ -213,15 +259,15 @@ func (s *Store) takeDirty(buf []slotDelta) []slotDelta {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for j, e := range sh.dirty {
-			if !e.gone {
-				sl := e.c.Get(s.replica)
-				buf = append(buf, slotDelta{e.k.limit, e.k.user, e.k.start, e.k.size, s.replica, sl.P, sl.N})
+		for k := range sh.dirty {
+			if c := sh.m[k]; c != nil {
+				if ser, ok := s.series.get(k.series); ok {
+					sl := c.Get(s.rid)
+					buf = append(buf, slotDelta{ser.v.limit, k.user, k.start, ser.v.size, s.replica, sl.P, sl.N})
+				}
 			}
-			e.dirty = false
-			sh.dirty[j] = nil
 		}
-		sh.dirty = sh.dirty[:0]
+		clear(sh.dirty)
 		sh.mu.Unlock()
 	}
 	return buf
@@ -229,28 +275,41 @@ func (s *Store) takeDirty(buf []slotDelta) []slotDelta {
 
 // merge folds peers' slot values into the store at now. It keeps, in place,
 // the deltas that raised a slot (for passing on) and counts those refused
-// for an unacceptable window.
+// for an unacceptable window (or a name the tables have no room for).
 func (s *Store) merge(ds []slotDelta, now int64) (applied []slotDelta, refused int) {
 	applied = ds[:0]
+	s.namesMu.RLock()
+	defer s.namesMu.RUnlock()
 	for _, d := range ds {
 		if !acceptable(d.Start, d.Size, now) {
 			refused++
 			continue
 		}
-		k := key{d.Limit, d.User, d.Start, d.Size}
-		sh := s.shard(d.Limit, d.User)
+		if d.P == 0 && d.N == 0 {
+			continue
+		}
+		id := s.series.intern(series{d.Limit, d.Size})
+		rid := s.replicas.intern(d.Replica)
+		if id == 0 || rid == 0 {
+			refused++
+			continue
+		}
+		rn, _ := s.replicas.get(rid)
+		kh := keyHash(d.Limit, d.User, d.Start, d.Size)
+		b := bucketOf(kh)
+		sh := &s.shards[b%numShards]
+		k := key{d.User, d.Start, id}
 		sh.mu.Lock()
-		e := sh.m[k]
-		if e == nil {
-			if d.P == 0 && d.N == 0 {
-				sh.mu.Unlock()
-				continue
-			}
-			e = &entry{k: k}
-			sh.m[k] = e
+		c := sh.m[k]
+		if c == nil {
+			c = new(PNCounter)
+			sh.m[k] = c
 			s.keys.Add(1)
 		}
-		changed := e.c.MergeSlot(Slot{s.internReplica(d.Replica), d.P, d.N})
+		before, changed := c.MergeSlot(Slot{d.P, d.N, rid})
+		if changed {
+			sh.update(b, kh, rn.hash, before, c.Get(rid))
+		}
 		sh.mu.Unlock()
 		if changed {
 			applied = append(applied, d)
@@ -259,68 +318,122 @@ func (s *Store) merge(ds []slotDelta, now int64) (applied []slotDelta, refused i
 	return applied, refused
 }
 
-// internReplica returns the store's copy of replica ID r, so that the slots
-// of 100k keys share a few strings instead of holding one each.
-func (s *Store) internReplica(r string) string {
-	s.internMu.Lock()
-	defer s.internMu.Unlock()
-	if c, ok := s.intern[r]; ok {
-		return c
+// digests copies every bucket's digest into dst (numBuckets long).
+func (s *Store) digests(dst []bucketDigest) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for j, d := range sh.dig {
+			dst[j*numShards+i] = d
+		}
+		sh.mu.RUnlock()
 	}
-	if len(s.intern) >= 4096 { // IDs of long-gone runs: let them go
-		clear(s.intern)
-	}
-	s.intern[r] = r
-	return r
 }
 
-// snapshot yields every slot of every key, one shard at a time. A yielded
-// slice is only valid until the next one.
-func (s *Store) snapshot() iter.Seq[[]slotDelta] {
-	return func(yield func([]slotDelta) bool) {
-		var buf []slotDelta
-		for i := range s.shards {
-			sh := &s.shards[i]
-			sh.mu.RLock()
-			buf = buf[:0]
-			for k, e := range sh.m {
-				for _, sl := range e.c.Slots() {
-					buf = append(buf, slotDelta{k.limit, k.user, k.start, k.size, sl.Replica, sl.P, sl.N})
+// bucketDigestOf returns bucket b's digest.
+func (s *Store) bucketDigestOf(b int) bucketDigest {
+	sh := &s.shards[b%numShards]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.dig[b/numShards]
+}
+
+// buckets yields every slot of every key in the buckets want reports, a
+// shard at a time (each yielded slice is only valid until the next one),
+// stopping when yield returns false.
+func (s *Store) buckets(want func(b int) bool, yield func([]slotDelta) bool) {
+	var buf []slotDelta
+	var slots []Slot
+	for i := range s.shards {
+		any := false
+		for j := range bucketsPerShard {
+			if want(j*numShards + i) {
+				any = true
+				break
+			}
+		}
+		if !any {
+			continue
+		}
+		sh := &s.shards[i]
+		buf = buf[:0]
+		sh.mu.RLock()
+		// Loaded under the lock: every ID in the shard was interned before
+		// its key or slot went in.
+		ser, rep := s.series.cur.Load(), s.replicas.cur.Load()
+		for k, c := range sh.m {
+			sn, ok := ser.names[k.series]
+			if !ok || !want(bucketOf(keyHash(sn.v.limit, k.user, k.start, sn.v.size))) {
+				continue
+			}
+			slots = c.AppendSlots(slots[:0])
+			for _, sl := range slots {
+				if rn, ok := rep.names[sl.Replica]; ok {
+					buf = append(buf, slotDelta{sn.v.limit, k.user, k.start, sn.v.size, rn.v, sl.P, sl.N})
 				}
 			}
-			sh.mu.RUnlock()
-			if len(buf) > 0 && !yield(buf) {
-				return
-			}
+		}
+		sh.mu.RUnlock()
+		if len(buf) > 0 && !yield(buf) {
+			return
 		}
 	}
 }
 
-// gc drops every key whose window expired at now and returns how many.
+// gc drops every key whose window expired at now and returns how many; when
+// the name tables have grown past their soft caps, it forgets the names no
+// key uses any more.
 func (s *Store) gc(now int64) int {
 	dropped := 0
+	var slots []Slot
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
-			if expired(k.start, k.size, now) {
-				e.gone = true
-				delete(sh.m, k)
-				dropped++
+		ser, rep := s.series.cur.Load(), s.replicas.cur.Load()
+		for k, c := range sh.m {
+			sn, ok := ser.names[k.series]
+			if !ok || !expired(k.start, sn.v.size, now) {
+				continue
 			}
-		}
-		live := sh.dirty[:0]
-		for _, e := range sh.dirty {
-			if !e.gone {
-				live = append(live, e)
+			kh := keyHash(sn.v.limit, k.user, k.start, sn.v.size)
+			b := bucketOf(kh)
+			slots = c.AppendSlots(slots[:0])
+			for _, sl := range slots {
+				sh.update(b, kh, rep.names[sl.Replica].hash, sl, Slot{})
 			}
+			delete(sh.m, k)
+			delete(sh.dirty, k)
+			dropped++
 		}
-		clear(sh.dirty[len(live):])
-		sh.dirty = live
 		sh.mu.Unlock()
 	}
 	s.keys.Add(-int64(dropped))
+	if s.series.len() > seriesSoftCap || s.replicas.len() > replicaSoftCap {
+		s.compactNames()
+	}
 	return dropped
+}
+
+// compactNames forgets the series and replica IDs no key uses.
+func (s *Store) compactNames() {
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	usedSeries := map[uint32]bool{}
+	usedReplicas := map[uint32]bool{s.rid: true}
+	var slots []Slot
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for k, c := range sh.m {
+			usedSeries[k.series] = true
+			for _, sl := range c.AppendSlots(slots[:0]) {
+				usedReplicas[sl.Replica] = true
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	s.series.retain(func(id uint32) bool { return usedSeries[id] })
+	s.replicas.retain(func(id uint32) bool { return usedReplicas[id] })
 }
 
 // sweep drops expired keys at the current time.
