@@ -23,22 +23,26 @@ func (s Slot) zero() bool { return s.P == 0 && s.N == 0 }
 // PNCounter is a plain value: it is not safe for concurrent use, and copies
 // share their extra slots until Clone.
 type PNCounter struct {
-	first Slot
-	more  *[]Slot
+	p, n uint64 // the first slot's totals
+	more *[]Slot
+	rid  uint32 // the first slot's replica; 0 in an empty counter
+	// mark is free for the holder's bookkeeping (the store's dirty bit): no
+	// part of the counter, it fills what would be padding.
+	mark uint32
 }
 
 // Add records delta (negative for a decrement) in replica's slot and returns
 // the slot before and after. replica must not be 0.
 func (c *PNCounter) Add(replica uint32, delta int64) (before, after Slot) {
-	s := c.slot(replica)
-	before = *s
+	p, n := c.slot(replica)
+	before = Slot{*p, *n, replica}
 	switch {
 	case delta > 0:
-		s.P += uint64(delta)
+		*p += uint64(delta)
 	case delta < 0:
-		s.N += uint64(-(delta + 1)) + 1 // no overflow for math.MinInt64
+		*n += uint64(-(delta + 1)) + 1 // no overflow for math.MinInt64
 	}
-	return before, *s
+	return before, Slot{*p, *n, replica}
 }
 
 // MergeSlot raises slot o.Replica's totals to at least o.P and o.N. It
@@ -47,13 +51,13 @@ func (c *PNCounter) MergeSlot(o Slot) (before Slot, changed bool) {
 	if o.zero() || o.Replica == 0 {
 		return Slot{Replica: o.Replica}, false
 	}
-	s := c.slot(o.Replica)
-	before = *s
-	if o.P > s.P {
-		s.P, changed = o.P, true
+	p, n := c.slot(o.Replica)
+	before = Slot{*p, *n, o.Replica}
+	if o.P > *p {
+		*p, changed = o.P, true
 	}
-	if o.N > s.N {
-		s.N, changed = o.N, true
+	if o.N > *n {
+		*n, changed = o.N, true
 	}
 	return before, changed
 }
@@ -67,7 +71,7 @@ func (c *PNCounter) Merge(o PNCounter) {
 
 // Value is the counter's total: the sum of every P minus the sum of every N.
 func (c *PNCounter) Value() int64 {
-	p, n := c.first.P, c.first.N
+	p, n := c.p, c.n
 	if c.more != nil {
 		for _, s := range *c.more {
 			p += s.P
@@ -79,8 +83,8 @@ func (c *PNCounter) Value() int64 {
 
 // Get returns replica's slot (zero when absent).
 func (c *PNCounter) Get(replica uint32) Slot {
-	if c.first.Replica == replica {
-		return c.first
+	if c.rid == replica {
+		return Slot{c.p, c.n, replica}
 	}
 	if c.more != nil {
 		for _, s := range *c.more {
@@ -95,8 +99,8 @@ func (c *PNCounter) Get(replica uint32) Slot {
 // AppendSlots appends the counter's non-empty slots to dst, in no particular
 // order.
 func (c *PNCounter) AppendSlots(dst []Slot) []Slot {
-	if c.first.Replica != 0 && !c.first.zero() {
-		dst = append(dst, c.first)
+	if c.rid != 0 && (c.p != 0 || c.n != 0) {
+		dst = append(dst, Slot{c.p, c.n, c.rid})
 	}
 	if c.more != nil {
 		for _, s := range *c.more {
@@ -111,7 +115,7 @@ func (c *PNCounter) AppendSlots(dst []Slot) []Slot {
 // Writers returns the number of slots.
 func (c *PNCounter) Writers() int {
 	n := 0
-	if c.first.Replica != 0 {
+	if c.rid != 0 {
 		n = 1
 	}
 	if c.more != nil {
@@ -129,14 +133,14 @@ func (c PNCounter) Clone() PNCounter {
 	return c
 }
 
-// slot returns a pointer to replica's slot, creating it when absent.
-func (c *PNCounter) slot(replica uint32) *Slot {
-	if c.first.Replica == replica {
-		return &c.first
+// slot returns pointers to replica's totals, creating its slot when absent.
+func (c *PNCounter) slot(replica uint32) (p, n *uint64) {
+	if c.rid == replica {
+		return &c.p, &c.n
 	}
-	if c.first.Replica == 0 {
-		c.first.Replica = replica
-		return &c.first
+	if c.rid == 0 {
+		c.rid = replica
+		return &c.p, &c.n
 	}
 	if c.more == nil {
 		c.more = new([]Slot)
@@ -144,9 +148,10 @@ func (c *PNCounter) slot(replica uint32) *Slot {
 	m := *c.more
 	for i := range m {
 		if m[i].Replica == replica {
-			return &m[i]
+			return &m[i].P, &m[i].N
 		}
 	}
 	*c.more = append(m, Slot{Replica: replica})
-	return &(*c.more)[len(*c.more)-1]
+	s := &(*c.more)[len(*c.more)-1]
+	return &s.P, &s.N
 }

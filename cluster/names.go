@@ -33,6 +33,28 @@ type table[K comparable] struct {
 	ids   map[K]uint32
 	names map[uint32]name[K]
 	next  uint32
+	// hot holds some names by their cacheSlot, so that a lookup of one of
+	// the few limits of a config compares a string instead of hashing it;
+	// filled when the generation is built, read-only after.
+	hot [hotSlots]struct {
+		v  K
+		id uint32
+	}
+}
+
+const hotSlots = 16
+
+// fillHot fills t.hot from t.ids with slot (nil: no cache).
+func (t *table[K]) fillHot(slot func(K) int) {
+	if slot == nil {
+		return
+	}
+	for v, id := range t.ids {
+		h := &t.hot[slot(v)%hotSlots]
+		if h.id == 0 {
+			h.v, h.id = v, id
+		}
+	}
 }
 
 // internTable maps names to IDs. Lookups read an immutable snapshot without
@@ -43,17 +65,26 @@ type internTable[K comparable] struct {
 	mu   sync.Mutex
 	cur  atomic.Pointer[table[K]]
 	hash func(K) uint64
-	max  int // hard cap: past it, new names are refused
+	slot func(K) int // hot-cache slot of a name; nil: no cache
+	max  int         // hard cap: past it, new names are refused
 }
 
-func newInternTable[K comparable](hash func(K) uint64, max int) *internTable[K] {
-	t := &internTable[K]{hash: hash, max: max}
+func newInternTable[K comparable](hash func(K) uint64, slot func(K) int, max int) *internTable[K] {
+	t := &internTable[K]{hash: hash, slot: slot, max: max}
 	t.cur.Store(&table[K]{ids: map[K]uint32{}, names: map[uint32]name[K]{}, next: 1})
 	return t
 }
 
 // lookup returns v's ID, or 0 when v is not interned.
-func (t *internTable[K]) lookup(v K) uint32 { return t.cur.Load().ids[v] }
+func (t *internTable[K]) lookup(v K) uint32 {
+	cur := t.cur.Load()
+	if t.slot != nil {
+		if h := &cur.hot[t.slot(v)%hotSlots]; h.id != 0 && h.v == v {
+			return h.id
+		}
+	}
+	return cur.ids[v]
+}
 
 // get returns the name of id (ok false for an unknown or forgotten ID).
 func (t *internTable[K]) get(id uint32) (name[K], bool) {
@@ -83,6 +114,7 @@ func (t *internTable[K]) intern(v K) uint32 {
 			h = t.hash(v)
 		}
 		next.names[id] = name[K]{v, h}
+		next.fillHot(t.slot)
 		t.cur.Store(next)
 	}
 	return id
@@ -104,6 +136,7 @@ func (t *internTable[K]) retain(keep func(uint32) bool) int {
 			next.names[i] = cur.names[i]
 		}
 	}
+	next.fillHot(t.slot)
 	t.cur.Store(next)
 	return len(cur.ids) - len(next.ids)
 }

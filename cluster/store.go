@@ -48,8 +48,8 @@ type bucketDigest struct {
 
 type shard struct {
 	mu    sync.RWMutex
-	m     map[key]*PNCounter
-	dirty map[key]struct{} // own slots changed since the last takeDirty
+	m     map[key]*PNCounter // a counter's mark is 1 while it sits in dirty
+	dirty []key              // keys whose own slot changed since the last takeDirty
 	dig   [bucketsPerShard]bucketDigest
 }
 
@@ -95,13 +95,12 @@ func NewStore(replicaID string, now func() time.Time) *Store {
 		replica:  replicaID,
 		rh:       replicaHash(replicaID),
 		now:      now,
-		series:   newInternTable[series](nil, seriesHardCap),
-		replicas: newInternTable(replicaHash, replicaHardCap),
+		series:   newInternTable(nil, func(v series) int { return len(v.limit) ^ int(v.size/1000) }, seriesHardCap),
+		replicas: newInternTable(replicaHash, nil, replicaHardCap),
 	}
 	s.rid = s.replicas.intern(replicaID)
 	for i := range s.shards {
 		s.shards[i].m = make(map[key]*PNCounter)
-		s.shards[i].dirty = make(map[key]struct{})
 	}
 	return s
 }
@@ -208,8 +207,9 @@ func (s *Store) addLocked(sh *shard, k key, c *PNCounter, b int, kh uint64, delt
 	if !s.track {
 		return
 	}
-	if _, ok := sh.dirty[k]; !ok {
-		sh.dirty[k] = struct{}{}
+	if c.mark == 0 {
+		c.mark = 1
+		sh.dirty = append(sh.dirty, k)
 		s.dirty.Store(true)
 	}
 	if urgent && s.wake != nil {
@@ -259,8 +259,9 @@ func (s *Store) takeDirty(buf []slotDelta) []slotDelta {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k := range sh.dirty {
-			if c := sh.m[k]; c != nil {
+		for _, k := range sh.dirty {
+			if c := sh.m[k]; c != nil { // else dropped by gc
+				c.mark = 0
 				if ser, ok := s.series.get(k.series); ok {
 					sl := c.Get(s.rid)
 					buf = append(buf, slotDelta{ser.v.limit, k.user, k.start, ser.v.size, s.replica, sl.P, sl.N})
@@ -268,6 +269,7 @@ func (s *Store) takeDirty(buf []slotDelta) []slotDelta {
 			}
 		}
 		clear(sh.dirty)
+		sh.dirty = sh.dirty[:0]
 		sh.mu.Unlock()
 	}
 	return buf
@@ -402,7 +404,6 @@ func (s *Store) gc(now int64) int {
 				sh.update(b, kh, rep.names[sl.Replica].hash, sl, Slot{})
 			}
 			delete(sh.m, k)
-			delete(sh.dirty, k)
 			dropped++
 		}
 		sh.mu.Unlock()
