@@ -32,6 +32,11 @@ type metered struct {
 	up   *upstream
 	resp *fasthttp.Response
 	bufs *streamBufs
+
+	// The response stream and its write gatherer live in m, so a stream
+	// allocates neither.
+	stream responseStream
+	cw     coalescer
 }
 
 // serveMetered handles a POST to a metered route. It reports whether the
@@ -164,7 +169,8 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	if sse && m.hide {
 		size = -1
 	}
-	ctx.Response.SetBodyStream(&responseStream{m: m, sse: sse, ok: ok}, size)
+	m.stream = responseStream{m: m, sse: sse, ok: ok}
+	ctx.Response.SetBodyStream(&m.stream, size)
 	return true, nil
 }
 
@@ -257,7 +263,8 @@ func (s *responseStream) Read([]byte) (int, error) {
 func (s *responseStream) WriteTo(w io.Writer) (int64, error) {
 	s.started = true
 	m := s.m
-	cw := coalescer{w: w, buf: m.bufs.out[:0]}
+	m.cw = coalescer{w: w, buf: m.bufs.out[:0]}
+	cw := &m.cw
 	var rerr, werr error
 	switch {
 	case s.sse:
@@ -265,15 +272,15 @@ func (s *responseStream) WriteTo(w io.Writer) (int64, error) {
 		if m.ex.route == routeResponses {
 			kind = kindResponses
 		}
-		c := newSSECopier(m.bufs, kind, m.hide, m.count)
-		rerr, werr = c.copy(&cw, cw.flush)
+		c := newSSECopier(m.bufs, kind, m.hide, m)
+		rerr, werr = c.copy(cw, cw.flush)
 		if c.haveUsage {
 			m.setUsage(c.usage)
 		} else {
 			m.ex.prompt, m.ex.completion = m.est.estimate(), c.completionTokens()
 		}
 	default:
-		rerr, werr = m.copyBody(&cw, s.ok)
+		rerr, werr = m.copyBody(cw, s.ok)
 	}
 	if werr == nil {
 		werr = cw.flush()

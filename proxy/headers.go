@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"net/netip"
 
 	"github.com/valyala/fasthttp"
 )
@@ -47,15 +48,17 @@ func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, p
 		h.SetBytesV("Authorization", up.auth)
 	}
 	h.Set("X-Request-Id", rid)
-	prior := in.Peek("X-Forwarded-For")
-	ip := ctx.RemoteIP().String()
-	if len(prior) > 0 {
-		h.Set("X-Forwarded-For", string(prior)+", "+ip)
-	} else {
-		h.Set("X-Forwarded-For", ip)
+	var xb [128]byte // the header values are copied: these stay on the stack
+	xff := xb[:0]
+	if prior := in.Peek("X-Forwarded-For"); len(prior) > 0 {
+		xff = append(append(xff, prior...), ", "...)
 	}
-	u := make([]byte, 0, len(up.origin)+len(up.prefix)+len(path)+len(up.base.RawQuery)+len(query)+2)
-	u = append(u, up.origin...)
+	if ip, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
+		xff = ip.Unmap().AppendTo(xff)
+	}
+	h.SetBytesV("X-Forwarded-For", xff)
+	var ub [256]byte
+	u := append(ub[:0], up.origin...)
 	u = append(u, up.prefix...)
 	u = append(u, path...)
 	switch {

@@ -35,6 +35,9 @@ func cleanPath(target []byte) (clean string, query []byte, ok bool) {
 			}
 		}
 	}
+	if r := knownRoute(p); r != "" {
+		return r, query, true // no allocation for the common case
+	}
 	s := string(p)
 	if !needsClean(s) {
 		return s, query, true
@@ -64,4 +67,20 @@ func unhex(c byte) byte {
 		return c - 'A' + 10
 	}
 	return c - 'a' + 10
+}
+
+// knownRoute returns p as the constant of the metered route it spells
+// exactly, or "".
+func knownRoute(p []byte) string {
+	switch string(p) { // no allocation: the conversion is only compared
+	case routeChat:
+		return routeChat
+	case routeCompletions:
+		return routeCompletions
+	case routeEmbeddings:
+		return routeEmbeddings
+	case routeResponses:
+		return routeResponses
+	}
+	return ""
 }

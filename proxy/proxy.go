@@ -209,25 +209,23 @@ func (p *Proxy) Wait(ctx context.Context) error {
 }
 
 // tracker counts requests in flight and lets Wait block until none are.
+// add and done are one atomic operation each (no allocation per request);
+// the channel exists only while someone waits.
 type tracker struct {
+	n    atomic.Int64
 	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to 0; nil while n == 0
+	idle chan struct{} // closed when n drops to 0; made by wait
 }
 
-func (t *tracker) add() {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.idle = make(chan struct{})
-	}
-	t.n++
-	t.mu.Unlock()
-}
+func (t *tracker) add() { t.n.Add(1) }
 
 func (t *tracker) done() {
+	if t.n.Add(-1) != 0 {
+		return
+	}
 	t.mu.Lock()
-	t.n--
-	if t.n == 0 {
+	// Re-checked under the lock: a request may have started since.
+	if t.idle != nil && t.n.Load() == 0 {
 		close(t.idle)
 		t.idle = nil
 	}
@@ -236,11 +234,15 @@ func (t *tracker) done() {
 
 func (t *tracker) wait(ctx context.Context) error {
 	t.mu.Lock()
-	idle := t.idle
-	t.mu.Unlock()
-	if idle == nil {
+	if t.n.Load() == 0 {
+		t.mu.Unlock()
 		return nil
 	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
 	select {
 	case <-idle:
 		return nil

@@ -145,29 +145,38 @@ func at(body []byte, i int, raw string) bool {
 	return i > 0 && i+len(raw) <= len(body) && string(body[i:i+len(raw)]) == raw
 }
 
-// splice replaces raw, which must sit at body[i:], with repl in a new slice.
+// splice replaces raw, which must sit at body[i:], with repl, in body's
+// own array when it has the room.
 func splice(body []byte, i int, raw, repl string) ([]byte, bool) {
 	if !at(body, i, raw) {
 		return nil, false
 	}
-	out := make([]byte, 0, len(body)-len(raw)+len(repl))
-	out = append(out, body[:i]...)
-	out = append(out, repl...)
-	return append(out, body[i+len(raw):]...), true
+	return replaceAt(body, i, len(raw), repl), true
 }
 
 // insertField inserts field as the first member of the object whose '{' is
-// body[i], in a new slice.
+// body[i], in body's own array when it has the room.
 func insertField(body []byte, i int, field string) []byte {
 	j := skipSpace(body, i+1)
-	empty := j < len(body) && body[j] == '}'
-	out := make([]byte, 0, len(body)+len(field)+1)
-	out = append(out, body[:i+1]...)
-	out = append(out, field...)
-	if !empty {
-		out = append(out, ',')
+	if j < len(body) && body[j] == '}' {
+		return replaceAt(body, i+1, 0, field)
 	}
-	return append(out, body[i+1:]...)
+	body = replaceAt(body, i+1, 0, ",")
+	return replaceAt(body, i+1, 0, field)
+}
+
+// replaceAt replaces body[i:i+n] with s, moving the rest; it reallocates
+// only when body's capacity is too small.
+func replaceAt(body []byte, i, n int, s string) []byte {
+	old := len(body)
+	if d := len(s) - n; d > 0 {
+		body = slices.Grow(body, d)[:old+d]
+	} else {
+		body = body[:old+d]
+	}
+	copy(body[i+len(s):], body[i+n:old])
+	copy(body[i:], s)
+	return body
 }
 
 // estimator computes a request's prompt-token estimate once, on first use

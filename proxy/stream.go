@@ -39,6 +39,16 @@ func newStreamBufs() *streamBufs {
 	}
 }
 
+// tokenCounter counts the tokens of a piece of generated text (the
+// request's model's tokenizer); an interface so a stream's *metered is
+// passed without a closure.
+type tokenCounter interface{ count([]byte) int64 }
+
+// countFunc is a tokenCounter made of a function (tests).
+type countFunc func([]byte) int64
+
+func (f countFunc) count(b []byte) int64 { return f(b) }
+
 // streamKind says where a stream carries its text.
 type streamKind uint8
 
@@ -63,7 +73,7 @@ type sseCopier struct {
 
 	// count tokenizes text when the text buffer is full; nil counts one
 	// token per four bytes (tests).
-	count func([]byte) int64
+	count tokenCounter
 
 	ev      []byte // the event being read
 	big     bool   // the event outgrew ev and is passing through
@@ -79,7 +89,7 @@ type sseCopier struct {
 
 // newSSECopier reads the upstream body through b.br, which the caller has
 // reset to it, using the pooled buffers of b.
-func newSSECopier(b *streamBufs, kind streamKind, hide bool, count func([]byte) int64) *sseCopier {
+func newSSECopier(b *streamBufs, kind streamKind, hide bool, count tokenCounter) *sseCopier {
 	return &sseCopier{src: b.br, bufs: b, kind: kind, hide: hide, count: count,
 		ev: b.ev[:0], text: b.text[:0], tail: b.tail[:0]}
 }
@@ -314,7 +324,7 @@ func (c *sseCopier) tokens(b []byte) int64 {
 	if c.count == nil {
 		return int64(len(b)+3) / 4
 	}
-	return c.count(b)
+	return c.count.count(b)
 }
 
 // completionTokens returns the tokens of all the streamed text, for the

@@ -233,7 +233,7 @@ func BenchmarkSSEChunk(b *testing.B) {
 	b.SetBytes(int64(len(chunk2)))
 	b.ResetTimer()
 	bufs.br.Reset(&repeatReader{chunk: []byte(chunk2), n: b.N})
-	c := newSSECopier(bufs, kindChat, true, func(p []byte) int64 { return int64(len(p)) })
+	c := newSSECopier(bufs, kindChat, true, countFunc(func(p []byte) int64 { return int64(len(p)) }))
 	if _, werr := c.copy(io.Discard, func() error { return nil }); werr != nil {
 		b.Fatal(werr)
 	}

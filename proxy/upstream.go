@@ -136,7 +136,7 @@ type checkedConn struct {
 	net.Conn
 	tls     bool
 	reading bool // the last operation was a read
-	peek    [1]byte
+	peeker
 }
 
 func (c *checkedConn) Read(b []byte) (int, error) {
