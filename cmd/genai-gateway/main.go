@@ -98,6 +98,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP and changes of the file reload the configuration. SIGHUP is
+	// caught from here on, so one sent during start-up (the cluster join
+	// may take seconds) is a reload once serving, not the end of the
+	// process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	app, err := NewApp(cfg, log)
 	if err != nil {
@@ -113,10 +120,6 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	log.Info().Str("version", versionString()).Str("listen", app.ProxyAddr()).
 		Str("metrics_listen", app.MetricsAddr()).Str("config_hash", res.Hash).Msg("genai-gateway serving")
 
-	// SIGHUP and changes of the file reload the configuration.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	changed, unwatch := watchFile(src, reloadQuiet, log)
 	defer unwatch()
 	return serve(ctx, stop, app, src, hup, changed)
