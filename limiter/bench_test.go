@@ -8,9 +8,9 @@ import (
 func benchLimiter(b *testing.B) (*Limiter, *mapStore) {
 	st := newMapStore()
 	l := newTest(b, policy(
-		Limit{"prompt-hourly", MetricPromptTokens, 1 << 60, time.Hour, nil},
-		Limit{"total-minute", MetricTotalTokens, 1 << 60, time.Minute, []string{"gpt-4o*"}},
-		Limit{"req-minute", MetricRequests, 1 << 60, time.Minute, nil},
+		Limit{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 1 << 60, Window: time.Hour},
+		Limit{Name: "total-minute", Metric: MetricTotalTokens, Limit: 1 << 60, Window: time.Minute, Models: []string{"gpt-4o*"}},
+		Limit{Name: "req-minute", Metric: MetricRequests, Limit: 1 << 60, Window: time.Minute},
 	), st, Options{Now: time.Now, Replicas: func() int { return 3 }})
 	if _, err := l.Admit("alice", "gpt-4o-mini", Tokens(100)); err != nil { // create the keys
 		b.Fatal(err)
@@ -86,9 +86,9 @@ func (constStore) Sum(limit, user string, start, size int64) int64  { return 1 }
 // BenchmarkAdmitNoStore is BenchmarkAdmit without the store's cost.
 func BenchmarkAdmitNoStore(b *testing.B) {
 	l := newTest(b, policy(
-		Limit{"prompt-hourly", MetricPromptTokens, 1 << 60, time.Hour, nil},
-		Limit{"total-minute", MetricTotalTokens, 1 << 60, time.Minute, []string{"gpt-4o*"}},
-		Limit{"req-minute", MetricRequests, 1 << 60, time.Minute, nil},
+		Limit{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 1 << 60, Window: time.Hour},
+		Limit{Name: "total-minute", Metric: MetricTotalTokens, Limit: 1 << 60, Window: time.Minute, Models: []string{"gpt-4o*"}},
+		Limit{Name: "req-minute", Metric: MetricRequests, Limit: 1 << 60, Window: time.Minute},
 	), constStore{}, Options{Now: time.Now, Replicas: func() int { return 3 }})
 	estimate := Estimate{Bound: 400, Cheap: 100, Exact: func() int64 { return 100 }}
 	b.ReportAllocs()

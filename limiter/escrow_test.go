@@ -30,7 +30,7 @@ func escrowBound(limit, u0, a, maxAsk int64, n, k int) int64 {
 }
 
 func TestEscrowRule(t *testing.T) {
-	c := newClimit(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}, 0.8, newTestMetrics(t))
+	c := newClimit(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}, 0.8, newTestMetrics(t))
 	tests := []struct {
 		name       string
 		used, need int64
@@ -97,7 +97,7 @@ func TestEscrowRace(t *testing.T) {
 			cl.sync()
 			total := int64(0)
 			for i := 0; i < tt.n; i++ {
-				l := newTest(t, policy(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}), cl.replica(i),
+				l := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}), cl.replica(i),
 					Options{Now: newClock(t0 + 5).Now, Replicas: func() int { return tt.n }, EscrowThreshold: tt.theta})
 				// Each replica takes the largest request it admits.
 				for ask := tt.ask; ask > 0; ask-- {
@@ -130,7 +130,7 @@ func TestEscrowBoundSimulation(t *testing.T) {
 		clk := newClock(t0 + 1)
 		var ls []*Limiter
 		for i := 0; i < n; i++ {
-			ls = append(ls, newTest(t, policy(Limit{"p", MetricPromptTokens, limit, time.Hour, nil}), cl.replica(i),
+			ls = append(ls, newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: limit, Window: time.Hour}), cl.replica(i),
 				Options{Now: clk.Now, Replicas: func() int { return n }, EscrowThreshold: theta}))
 		}
 		a := ls[0].policy.Load().defaults[0].escrowAt
@@ -174,7 +174,7 @@ func TestEscrowRejection(t *testing.T) {
 	st := newMapStore()
 	st.Add("p", "bob", t0, hour, 900)
 	clk := newClock(t0 + 1000)
-	l, err := New(policy(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}), st,
+	l, err := New(policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}), st,
 		Options{Now: clk.Now, Replicas: func() int { return 2 }}, zerolog.Nop(), reg)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +204,7 @@ func TestEscrowRejection(t *testing.T) {
 	}
 
 	// A fresh bucket admits a large request: the rule only acts past the threshold.
-	l2 := newTest(t, policy(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}), newMapStore(),
+	l2 := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}), newMapStore(),
 		Options{Now: clk.Now, Replicas: func() int { return 2 }})
 	if _, err := l2.Admit("bob", "m", est(900, nil)); err != nil {
 		t.Errorf("900 of 1000 on a fresh bucket with 2 replicas: got %v, want admitted", err)
@@ -225,16 +225,16 @@ func TestEscrowOff(t *testing.T) {
 			st := newMapStore()
 			st.Add("p", "u", t0, hour, 900)
 			tt.opts.Now = newClock(t0).Now
-			l := newTest(t, policy(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}), st, tt.opts)
+			l := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}), st, tt.opts)
 			if _, err := l.Admit("u", "m", est(100, nil)); err != nil {
 				t.Errorf("got %v, want admitted by the plain rule", err)
 			}
 		})
 	}
-	// Completion limits are never escrowed.
+	// A completion limit without a maximum output needs 0, which the share rule always admits.
 	st := newMapStore()
 	st.Add("c", "u", t0, hour, 999)
-	l := newTest(t, policy(Limit{"c", MetricCompletionTokens, 1000, time.Hour, nil}), st,
+	l := newTest(t, policy(Limit{Name: "c", Metric: MetricCompletionTokens, Limit: 1000, Window: time.Hour}), st,
 		Options{Now: newClock(t0).Now, Replicas: func() int { return 3 }, EscrowThreshold: -1})
 	if _, err := l.Admit("u", "m", Estimate{}); err != nil {
 		var rej *Rejection

@@ -13,6 +13,12 @@ package limiter
 //
 // The zero Estimate is 0 tokens. Without Exact, Cheap is taken as the count itself (Bound is
 // not used); with Exact and Bound <= 0 no bound is known and Exact always decides.
+//
+// MaxOutput is the output the request asks for at most, counted at admission as OpenAI counts
+// its own token limits: total_tokens limits need the prompt plus MaxOutput, completion_tokens
+// limits need MaxOutput, cost_usd limits the prompt at the input price plus MaxOutput at the
+// output price; settlement corrects each to the true usage. 0 means the request gives none:
+// completion_tokens limits then admit while used < limit, and the others count the prompt only.
 type Estimate struct {
 	// Bound is an upper bound on Exact's result, cheap to compute: for a BPE tokenizer, the
 	// byte length of the prompt texts plus the per-message overhead. A Bound below the exact
@@ -24,6 +30,9 @@ type Estimate struct {
 	// Exact returns the prompt tokens, tokenizing. Admit calls it at most once, lazily, never
 	// while holding a lock; it must be safe to call from Admit's goroutine.
 	Exact func() int64
+	// MaxOutput is the request's max_tokens, max_completion_tokens or max_output_tokens, 0
+	// when it gives none; negative counts as 0 and absurd values are clamped to 2^53.
+	MaxOutput int64
 }
 
 // Tokens returns the Estimate of a count known exactly: n tokens, nothing left to compute.
@@ -37,11 +46,13 @@ type estimate struct {
 	decide  int64 // checked against the limits: Bound, or the exact count
 	reserve int64 // reserved on admission: Cheap, or the exact count
 	exact   bool  // decide and reserve are the exact count (or all there is)
+	out     int64 // MaxOutput, clamped
 }
 
 // start sets e from src before any lock is taken; it calls Exact only when there is no bound.
 func (e *estimate) start(src Estimate) {
 	e.src = src
+	e.out = clampTokens(src.MaxOutput)
 	switch {
 	case src.Exact == nil:
 		e.settle(src.Cheap)
@@ -57,6 +68,6 @@ func (e *estimate) start(src Estimate) {
 func (e *estimate) refine() { e.settle(e.src.Exact()) }
 
 func (e *estimate) settle(n int64) {
-	n = max(n, 0)
+	n = clampTokens(n)
 	e.decide, e.reserve, e.exact = n, n, true
 }

@@ -11,9 +11,9 @@ import (
 // TestEstimateBound checks when Admit decides on the bound and reserves the cheap guess, and
 // when it asks for the exact count.
 func TestEstimateBound(t *testing.T) {
-	prompt := Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}
-	total := Limit{"t", MetricTotalTokens, 1000, time.Hour, nil}
-	requests := Limit{"r", MetricRequests, 1, time.Hour, nil}
+	prompt := Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}
+	total := Limit{Name: "t", Metric: MetricTotalTokens, Limit: 1000, Window: time.Hour}
+	requests := Limit{Name: "r", Metric: MetricRequests, Limit: 1, Window: time.Hour}
 	tests := []struct {
 		name      string
 		limits    []Limit
@@ -121,7 +121,7 @@ func TestEstimateTokens(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			st := newMapStore()
 			st.Add("p", "u", t0, hour, 900)
-			l := newTest(t, policy(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}), st, Options{Now: newClock(t0).Now})
+			l := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}), st, Options{Now: newClock(t0).Now})
 			_, err := l.Admit("u", "m", tt.est)
 			if got := admitted(t, err); got != tt.wantOK {
 				t.Errorf("admitted: got %v (%v), want %v", got, err, tt.wantOK)
@@ -138,7 +138,7 @@ func TestEstimateTokens(t *testing.T) {
 func TestEstimateRecheck(t *testing.T) {
 	st := newMapStore()
 	st.Add("p", "u", t0, hour, 800)
-	l := newTest(t, policy(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}), st, Options{Now: newClock(t0).Now})
+	l := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}), st, Options{Now: newClock(t0).Now})
 	e := Estimate{Bound: 300, Cheap: 50, Exact: func() int64 {
 		st.Add("p", "u", t0, hour, 150) // another request reserved meanwhile
 		return 100

@@ -150,11 +150,13 @@ func (l *Limiter) Enabled() bool { return l.policy.Load().enabled }
 //   - nil, *Rejection when a limit refuses it;
 //   - the Reservation otherwise, to be settled when the response ends.
 //
-// est is the request's prompt tokens (see Estimate); it matters only when a prompt_tokens or
-// total_tokens limit applies. When est.Bound fits every such limit, Admit reserves est.Cheap
-// and never calls est.Exact; otherwise it calls est.Exact at most once, never under a lock, and
-// decides on the exact count, so a refusal always names the exact count and a request is
-// refused only if its exact count does not fit. Check-and-reserve is atomic among the Admits of
+// est is the request's prompt tokens and requested maximum output (see Estimate); the prompt
+// matters only when a prompt_tokens, total_tokens or cost_usd limit applies. When est.Bound
+// fits every such limit, Admit reserves est.Cheap and never calls est.Exact; otherwise it calls
+// est.Exact at most once, never under a lock, and decides on the exact count, so a refusal
+// always names the exact count and a request is refused only if its exact count does not fit.
+// cost_usd limits price the estimate with the first of Policy.Prices that matches model; a
+// model without a price costs 0 (logged once) and is refused only once the budget is spent. Check-and-reserve is atomic among the Admits of
 // one Limiter for the same user; across replicas the escrow rule bounds over-admission. Admit
 // is safe for concurrent use.
 func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) {
@@ -170,7 +172,7 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 	}
 	limits := p.limitsFor(user)
 	var mask uint64 // bit i: limits[i] applies (i < 64; later ones are matched again below)
-	applies, needEst := false, false
+	applies, costs := false, false
 	for i, c := range limits {
 		if !c.matches(model) {
 			continue
@@ -179,19 +181,33 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 			mask |= 1 << i
 		}
 		applies = true
-		needEst = needEst || c.tokens
+		costs = costs || c.metric == MetricCostUSD
 	}
 	if !applies {
 		return nil, nil
+	}
+	var price *cprice
+	if costs {
+		if price = p.priceFor(model); price == nil {
+			p.unpriced.report(l.log, model)
+		}
+	}
+	needEst := false
+	for i, c := range limits {
+		if (i < 64 && mask&(1<<i) != 0 || i >= 64 && c.matches(model)) && c.usesPrompt(price) {
+			needEst = true
+			break
+		}
 	}
 	var e estimate
 	if needEst {
 		e.start(est)
 	} else {
-		e.exact = true // no limit counts tokens: nothing to refine
+		e.exact = true // no limit counts the prompt: nothing to refine
+		e.out = clampTokens(est.MaxOutput)
 	}
 
-	r := &Reservation{store: l.store, now: l.urgent, user: user}
+	r := &Reservation{store: l.store, now: l.urgent, user: user, price: price}
 	mu := &l.locks[maphash.String(l.seed, user)%stripes]
 	var worst refusal
 	for {
@@ -235,22 +251,25 @@ func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *es
 		if i < 64 && mask&(1<<i) == 0 || i >= 64 && !c.matches(model) {
 			continue
 		}
-		s := spanAt(nowMs, c.size)
+		s := c.span(nowMs)
 		cur := l.store.Sum(c.name, user, s.start, s.size)
-		prev := l.store.Sum(c.name, user, s.start-s.size, s.size)
+		var prev int64
+		if !s.fixed {
+			prev = l.store.Sum(c.name, user, s.start-s.size, s.size)
+		}
 		used := slidingUsed(cur, prev, s)
-		need := c.need(e.decide)
+		need := c.need(e.decide, e.out, r.price)
+		open := c.open(need)
 		var kind refusalKind
 		target := int64(0) // the largest usage at which the request would fit
 		switch {
-		case c.metric == MetricCompletionTokens:
-			if used >= c.limit {
-				kind, target = refusedReached, c.limit-1
-			}
 		case need > c.limit:
 			kind = refusedTooLarge
-		case need > c.limit-used:
+		case need > c.limit-used || open && used >= c.limit:
 			kind, target = refusedReached, c.limit-need
+			if open {
+				target = min(target, c.limit-1)
+			}
 		case c.escrow && used > c.escrowAt:
 			if replicas == 0 {
 				replicas = l.liveReplicas()
@@ -262,19 +281,19 @@ func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *es
 				}
 			}
 		}
-		if kind != 0 && c.tokens && !e.exact {
+		if kind != 0 && c.usesPrompt(r.price) && !e.exact {
 			return refusal{}, true
 		}
 		if kind == 0 {
-			reserved := c.need(e.reserve)
-			r.entries = append(r.entries, entry{lim: c, start: s.start, reserved: reserved, used: used,
+			reserved := c.need(e.reserve, e.out, r.price)
+			r.entries = append(r.entries, entry{lim: c, start: s.start, size: s.size, reserved: reserved, used: used,
 				resetMs: resetAfter(cur+max(reserved, 1), prev, s),
 				urgent:  float64(used+need) >= l.urgentFraction*float64(c.limit)})
 			continue
 		}
-		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, replicas: replicas}
+		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, out: e.out, replicas: replicas}
 		if f.never() {
-			f.wait = c.window
+			f.wait = time.Duration(s.size) * time.Millisecond
 		} else {
 			ms, _ := waitFor(cur, prev, s, target)
 			f.wait = time.Duration(ms) * time.Millisecond

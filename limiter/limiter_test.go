@@ -38,14 +38,14 @@ func TestAdmitPerMetric(t *testing.T) {
 		want   bool
 		wantIn int64 // current window after admission
 	}{
-		{"prompt fits exactly", Limit{"p", MetricPromptTokens, 100, time.Hour, nil}, 60, 40, true, 100},
-		{"prompt over by one", Limit{"p", MetricPromptTokens, 100, time.Hour, nil}, 61, 40, false, 61},
-		{"total fits", Limit{"t", MetricTotalTokens, 100, time.Hour, nil}, 0, 100, true, 100},
-		{"total over", Limit{"t", MetricTotalTokens, 100, time.Hour, nil}, 1, 100, false, 1},
-		{"completion below limit admits", Limit{"c", MetricCompletionTokens, 100, time.Hour, nil}, 99, 1000, true, 99},
-		{"completion at limit refuses", Limit{"c", MetricCompletionTokens, 100, time.Hour, nil}, 100, 0, false, 100},
-		{"requests fits", Limit{"r", MetricRequests, 3, time.Hour, nil}, 2, 500, true, 3},
-		{"requests full", Limit{"r", MetricRequests, 3, time.Hour, nil}, 3, 0, false, 3},
+		{"prompt fits exactly", Limit{Name: "p", Metric: MetricPromptTokens, Limit: 100, Window: time.Hour}, 60, 40, true, 100},
+		{"prompt over by one", Limit{Name: "p", Metric: MetricPromptTokens, Limit: 100, Window: time.Hour}, 61, 40, false, 61},
+		{"total fits", Limit{Name: "t", Metric: MetricTotalTokens, Limit: 100, Window: time.Hour}, 0, 100, true, 100},
+		{"total over", Limit{Name: "t", Metric: MetricTotalTokens, Limit: 100, Window: time.Hour}, 1, 100, false, 1},
+		{"completion below limit admits", Limit{Name: "c", Metric: MetricCompletionTokens, Limit: 100, Window: time.Hour}, 99, 1000, true, 99},
+		{"completion at limit refuses", Limit{Name: "c", Metric: MetricCompletionTokens, Limit: 100, Window: time.Hour}, 100, 0, false, 100},
+		{"requests fits", Limit{Name: "r", Metric: MetricRequests, Limit: 3, Window: time.Hour}, 2, 500, true, 3},
+		{"requests full", Limit{Name: "r", Metric: MetricRequests, Limit: 3, Window: time.Hour}, 3, 0, false, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,7 +87,7 @@ func TestAdmitSlidingAtEdges(t *testing.T) {
 			st := newMapStore()
 			st.Add("p", "u", t0-w, w, 800)
 			st.Add("p", "u", t0, w, 100)
-			l := newTest(t, policy(Limit{"p", MetricPromptTokens, 1000, time.Minute, nil}), st,
+			l := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Minute}), st,
 				Options{Now: newClock(tt.now).Now})
 			_, err := l.Admit("u", "m", est(101, nil))
 			if got := admitted(t, err); got != tt.want {
@@ -99,13 +99,13 @@ func TestAdmitSlidingAtEdges(t *testing.T) {
 
 func TestOverrides(t *testing.T) {
 	p := policy(
-		Limit{"prompt-hourly", MetricPromptTokens, 100, time.Hour, nil},
-		Limit{"req-minute", MetricRequests, 60, time.Minute, nil},
+		Limit{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 100, Window: time.Hour},
+		Limit{Name: "req-minute", Metric: MetricRequests, Limit: 60, Window: time.Minute},
 	)
 	p.Overrides = map[string][]Limit{
-		"alice": {{"prompt-hourly", MetricPromptTokens, 5000, time.Hour, nil}},          // replaces
-		"bob":   {{"completion-daily", MetricCompletionTokens, 7, 24 * time.Hour, nil}}, // adds
-		"Carol": {{"prompt-hourly", MetricPromptTokens, 10, time.Hour, nil}},            // case kept
+		"alice": {{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 5000, Window: time.Hour}},          // replaces
+		"bob":   {{Name: "completion-daily", Metric: MetricCompletionTokens, Limit: 7, Window: 24 * time.Hour}}, // adds
+		"Carol": {{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 10, Window: time.Hour}},            // case kept
 	}
 	l := newTest(t, p, newMapStore(), Options{Now: newClock(t0).Now})
 	tests := []struct {
@@ -140,8 +140,8 @@ func TestOverrides(t *testing.T) {
 
 func TestModelGlobs(t *testing.T) {
 	p := policy(
-		Limit{"gpt4", MetricPromptTokens, 10, time.Hour, []string{"gpt-4o*", "o1"}},
-		Limit{"all", MetricRequests, 100, time.Hour, nil},
+		Limit{Name: "gpt4", Metric: MetricPromptTokens, Limit: 10, Window: time.Hour, Models: []string{"gpt-4o*", "o1"}},
+		Limit{Name: "all", Metric: MetricRequests, Limit: 100, Window: time.Hour},
 	)
 	tests := []struct {
 		model     string
@@ -187,7 +187,7 @@ func TestMissingUser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := policy(Limit{"r", MetricRequests, 5, time.Hour, nil})
+			p := policy(Limit{Name: "r", Metric: MetricRequests, Limit: 5, Window: time.Hour})
 			p.MissingUser = tt.mode
 			st := newMapStore()
 			l := newTest(t, p, st, Options{Now: newClock(t0).Now})
@@ -228,12 +228,12 @@ func TestEstimateLaziness(t *testing.T) {
 		limits    []Limit
 		wantCalls int
 	}{
-		{"requests only", []Limit{{"r", MetricRequests, 5, time.Hour, nil}}, 0},
-		{"completion only", []Limit{{"c", MetricCompletionTokens, 5, time.Hour, nil}}, 0},
-		{"requests and completion", []Limit{{"r", MetricRequests, 5, time.Hour, nil}, {"c", MetricCompletionTokens, 5, time.Hour, nil}}, 0},
-		{"prompt limit of another model", []Limit{{"p", MetricPromptTokens, 5, time.Hour, []string{"x-*"}}}, 0},
-		{"prompt", []Limit{{"p", MetricPromptTokens, 5, time.Hour, nil}}, 1},
-		{"prompt and total: once", []Limit{{"p", MetricPromptTokens, 50, time.Hour, nil}, {"t", MetricTotalTokens, 50, time.Minute, nil}}, 1},
+		{"requests only", []Limit{{Name: "r", Metric: MetricRequests, Limit: 5, Window: time.Hour}}, 0},
+		{"completion only", []Limit{{Name: "c", Metric: MetricCompletionTokens, Limit: 5, Window: time.Hour}}, 0},
+		{"requests and completion", []Limit{{Name: "r", Metric: MetricRequests, Limit: 5, Window: time.Hour}, {Name: "c", Metric: MetricCompletionTokens, Limit: 5, Window: time.Hour}}, 0},
+		{"prompt limit of another model", []Limit{{Name: "p", Metric: MetricPromptTokens, Limit: 5, Window: time.Hour, Models: []string{"x-*"}}}, 0},
+		{"prompt", []Limit{{Name: "p", Metric: MetricPromptTokens, Limit: 5, Window: time.Hour}}, 1},
+		{"prompt and total: once", []Limit{{Name: "p", Metric: MetricPromptTokens, Limit: 50, Window: time.Hour}, {Name: "t", Metric: MetricTotalTokens, Limit: 50, Window: time.Minute}}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -250,10 +250,10 @@ func TestEstimateLaziness(t *testing.T) {
 func TestSettle(t *testing.T) {
 	const w = int64(60_000)
 	limits := []Limit{
-		{"p", MetricPromptTokens, 1000, time.Minute, nil},
-		{"t", MetricTotalTokens, 1000, time.Minute, nil},
-		{"c", MetricCompletionTokens, 1000, time.Minute, nil},
-		{"r", MetricRequests, 1000, time.Minute, nil},
+		{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Minute},
+		{Name: "t", Metric: MetricTotalTokens, Limit: 1000, Window: time.Minute},
+		{Name: "c", Metric: MetricCompletionTokens, Limit: 1000, Window: time.Minute},
+		{Name: "r", Metric: MetricRequests, Limit: 1000, Window: time.Minute},
 	}
 	tests := []struct {
 		name       string
@@ -262,10 +262,10 @@ func TestSettle(t *testing.T) {
 		wantWindow int64         // window the counters land in
 		want       map[string]int64
 	}{
-		{"up", Usage{150, 30}, 0, t0, map[string]int64{"p": 150, "t": 180, "c": 30, "r": 1}},
-		{"down (PN)", Usage{40, 5}, 0, t0, map[string]int64{"p": 40, "t": 45, "c": 5, "r": 1}},
-		{"exact", Usage{100, 0}, 0, t0, map[string]int64{"p": 100, "t": 100, "c": 0, "r": 1}},
-		{"after roll-over: reserved window", Usage{70, 20}, 90 * time.Second, t0, map[string]int64{"p": 70, "t": 90, "c": 20, "r": 1}},
+		{"up", Usage{PromptTokens: 150, CompletionTokens: 30}, 0, t0, map[string]int64{"p": 150, "t": 180, "c": 30, "r": 1}},
+		{"down (PN)", Usage{PromptTokens: 40, CompletionTokens: 5}, 0, t0, map[string]int64{"p": 40, "t": 45, "c": 5, "r": 1}},
+		{"exact", Usage{PromptTokens: 100, CompletionTokens: 0}, 0, t0, map[string]int64{"p": 100, "t": 100, "c": 0, "r": 1}},
+		{"after roll-over: reserved window", Usage{PromptTokens: 70, CompletionTokens: 20}, 90 * time.Second, t0, map[string]int64{"p": 70, "t": 90, "c": 20, "r": 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,7 +278,7 @@ func TestSettle(t *testing.T) {
 			}
 			clk.Advance(tt.advance)
 			r.Settle(tt.usage)
-			r.Settle(Usage{999, 999}) // no-op
+			r.Settle(Usage{PromptTokens: 999, CompletionTokens: 999}) // no-op
 			for name, want := range tt.want {
 				if got := st.get(name, "u", tt.wantWindow, w); got != want {
 					t.Errorf("%s in window %d = %d, want %d", name, tt.wantWindow, got, want)
@@ -293,7 +293,7 @@ func TestSettle(t *testing.T) {
 
 func TestSettleConcurrentOnce(t *testing.T) {
 	st := newMapStore()
-	l := newTest(t, policy(Limit{"p", MetricPromptTokens, 1000, time.Hour, nil}), st, Options{Now: newClock(t0).Now})
+	l := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour}), st, Options{Now: newClock(t0).Now})
 	r, err := l.Admit("u", "m", est(100, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -311,9 +311,9 @@ func TestSettleConcurrentOnce(t *testing.T) {
 func TestManyLimitsReservation(t *testing.T) {
 	var limits []Limit
 	for i := 0; i < 70; i++ { // past the inline array and the 64-bit mask
-		limits = append(limits, Limit{fmt.Sprintf("l%d", i), MetricPromptTokens, 1000, time.Hour, nil})
+		limits = append(limits, Limit{Name: fmt.Sprintf("l%d", i), Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour})
 	}
-	limits = append(limits, Limit{"other-model", MetricPromptTokens, 1, time.Hour, []string{"x"}})
+	limits = append(limits, Limit{Name: "other-model", Metric: MetricPromptTokens, Limit: 1, Window: time.Hour, Models: []string{"x"}})
 	st := newMapStore()
 	l := newTest(t, policy(limits...), st, Options{Now: newClock(t0).Now})
 	r, err := l.Admit("u", "m", est(10, nil))
@@ -333,7 +333,7 @@ func TestManyLimitsReservation(t *testing.T) {
 
 func TestAdmitAtomicPerUser(t *testing.T) {
 	st := newMapStore()
-	l := newTest(t, policy(Limit{"r", MetricRequests, 50, time.Hour, nil}), st, Options{Now: newClock(t0).Now})
+	l := newTest(t, policy(Limit{Name: "r", Metric: MetricRequests, Limit: 50, Window: time.Hour}), st, Options{Now: newClock(t0).Now})
 	var mu sync.Mutex
 	ok := 0
 	var wg sync.WaitGroup
@@ -356,8 +356,8 @@ func TestAdmitAtomicPerUser(t *testing.T) {
 
 func TestSetPolicyConcurrentWithAdmit(t *testing.T) {
 	st := newMapStore()
-	small := policy(Limit{"p", MetricPromptTokens, 1_000_000, time.Hour, nil})
-	big := policy(Limit{"p", MetricPromptTokens, 1_000_000, time.Hour, nil}, Limit{"r", MetricRequests, 1_000_000, time.Minute, nil})
+	small := policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1_000_000, Window: time.Hour})
+	big := policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 1_000_000, Window: time.Hour}, Limit{Name: "r", Metric: MetricRequests, Limit: 1_000_000, Window: time.Minute})
 	l := newTest(t, small, st, Options{Now: time.Now})
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -393,22 +393,22 @@ func TestSetPolicyConcurrentWithAdmit(t *testing.T) {
 }
 
 func TestPolicyValidation(t *testing.T) {
-	good := Limit{"p", MetricPromptTokens, 10, time.Hour, nil}
+	good := Limit{Name: "p", Metric: MetricPromptTokens, Limit: 10, Window: time.Hour}
 	tests := []struct {
 		name string
 		p    Policy
 		want []string // substrings of the error; none = valid
 	}{
 		{"valid", policy(good), nil},
-		{"bad metric", policy(Limit{"p", "tokens", 10, time.Hour, nil}), []string{"limits[0].metric"}},
-		{"zero limit", policy(Limit{"p", MetricRequests, 0, time.Hour, nil}), []string{"limits[0].limit"}},
-		{"sub-ms window", policy(Limit{"p", MetricRequests, 1, time.Microsecond, nil}), []string{"limits[0].window"}},
-		{"bad glob", policy(Limit{"p", MetricRequests, 1, time.Hour, []string{"gpt-["}}), []string{"limits[0].models[0]"}},
-		{"no name", policy(Limit{"", MetricRequests, 1, time.Hour, nil}), []string{"limits[0].name: empty"}},
+		{"bad metric", policy(Limit{Name: "p", Metric: "tokens", Limit: 10, Window: time.Hour}), []string{"limits[0].metric"}},
+		{"zero limit", policy(Limit{Name: "p", Metric: MetricRequests, Limit: 0, Window: time.Hour}), []string{"limits[0].limit"}},
+		{"sub-ms window", policy(Limit{Name: "p", Metric: MetricRequests, Limit: 1, Window: time.Microsecond}), []string{"limits[0].window"}},
+		{"bad glob", policy(Limit{Name: "p", Metric: MetricRequests, Limit: 1, Window: time.Hour, Models: []string{"gpt-["}}), []string{"limits[0].models[0]"}},
+		{"no name", policy(Limit{Name: "", Metric: MetricRequests, Limit: 1, Window: time.Hour}), []string{"limits[0].name: empty"}},
 		{"duplicate", policy(good, good), []string{`limits[1].name: duplicate limit "p"`}},
 		{"missing_user", Policy{Enabled: true, MissingUser: "ignore"}, []string{"missing_user"}},
-		{"every problem", Policy{Enabled: true, Limits: []Limit{{"a", "x", 0, 0, nil}},
-			Overrides: map[string][]Limit{"bob": {{"b", MetricRequests, -1, time.Hour, nil}}, "": {good}}},
+		{"every problem", Policy{Enabled: true, Limits: []Limit{{Name: "a", Metric: "x", Limit: 0, Window: 0}},
+			Overrides: map[string][]Limit{"bob": {{Name: "b", Metric: MetricRequests, Limit: -1, Window: time.Hour}}, "": {good}}},
 			[]string{"limits[0].metric", "limits[0].limit", "limits[0].window", "overrides[bob][0].limit", "overrides: empty user"}},
 	}
 	for _, tt := range tests {
@@ -432,7 +432,7 @@ func TestPolicyValidation(t *testing.T) {
 	}
 	// A failed SetPolicy keeps the current policy.
 	l := newTest(t, policy(good), newMapStore(), Options{Now: newClock(t0).Now})
-	if err := l.SetPolicy(policy(Limit{"p", "bad", 1, time.Hour, nil})); err == nil {
+	if err := l.SetPolicy(policy(Limit{Name: "p", Metric: "bad", Limit: 1, Window: time.Hour})); err == nil {
 		t.Fatal("SetPolicy(bad): got nil error")
 	}
 	if got := l.Usage("u"); len(got) != 1 || got[0].Limit != 10 {
@@ -443,7 +443,7 @@ func TestPolicyValidation(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	st := newMapStore()
-	l, err := New(policy(Limit{"r", MetricRequests, 1, time.Hour, nil}), st, Options{Now: newClock(t0).Now}, zerolog.Nop(), reg)
+	l, err := New(policy(Limit{Name: "r", Metric: MetricRequests, Limit: 1, Window: time.Hour}), st, Options{Now: newClock(t0).Now}, zerolog.Nop(), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +504,7 @@ func TestUrgentChangesNearTheLimit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			st := &urgentRecorder{mapStore: newMapStore()}
 			clk := newClock(t0 + 1)
-			l := newTest(t, policy(Limit{"p", MetricPromptTokens, 100, time.Hour, nil}), st,
+			l := newTest(t, policy(Limit{Name: "p", Metric: MetricPromptTokens, Limit: 100, Window: time.Hour}), st,
 				Options{Now: clk.Now, UrgentFraction: tt.fraction})
 			for i := 0; i < 8; i++ { // 8 requests of 10, each settled to 12
 				r, err := l.Admit("u", "m", est(10, nil))

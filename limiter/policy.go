@@ -7,6 +7,7 @@ import (
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,9 +20,10 @@ type Metric string
 // The metrics a limit can count.
 const (
 	MetricPromptTokens     Metric = "prompt_tokens"     // prompt tokens; the estimate is reserved at admission
-	MetricCompletionTokens Metric = "completion_tokens" // completion tokens; admits while used < limit, reserves nothing
-	MetricTotalTokens      Metric = "total_tokens"      // prompt + completion; the prompt estimate is reserved at admission
+	MetricCompletionTokens Metric = "completion_tokens" // completion tokens; the requested max output is reserved, else admits while used < limit
+	MetricTotalTokens      Metric = "total_tokens"      // prompt + completion; the prompt estimate plus the max output is reserved
 	MetricRequests         Metric = "requests"          // requests; 1 is reserved at admission
+	MetricCostUSD          Metric = "cost_usd"          // spend in nano-dollars (see Price); the priced estimate is reserved
 )
 
 // Values of Policy.MissingUser, and the shared user of MissingUserAnonymous.
@@ -37,19 +39,28 @@ const (
 type Limit struct {
 	Name   string
 	Metric Metric
-	Limit  int64         // at least 1
-	Window time.Duration // a whole number of milliseconds, at least 1ms
-	Models []string      // path.Match globs; empty = every model
+	// Limit is at least 1, in the metric's unit: tokens, requests, or nano-dollars for
+	// MetricCostUSD (NanoUSD converts dollars; at most MaxLimitUSD).
+	Limit int64
+	// Window is the sliding window, a whole number of milliseconds, at least 1ms; it must be 0
+	// when Calendar is set.
+	Window time.Duration
+	Models []string // path.Match globs; empty = every model
+	// Calendar, when set, makes the window the fixed calendar day or month (UTC) instead.
+	Calendar Calendar
 }
 
 // Policy is the rate-limit configuration. Limits apply to every user; Overrides[user] lists
 // complete limits for one user, each replacing the default of the same name or adding a limit.
-// A Policy handed to New or SetPolicy is copied; the caller may reuse it.
+// Prices price the models for cost_usd limits and for Limiter.Cost; they apply, and are
+// validated, even when Enabled is false. A Policy handed to New or SetPolicy is copied; the
+// caller may reuse it.
 type Policy struct {
 	Enabled     bool
 	MissingUser string // MissingUserReject (also when empty) or MissingUserAnonymous
 	Limits      []Limit
 	Overrides   map[string][]Limit
+	Prices      []Price
 }
 
 // compiled is an immutable, pre-computed Policy. Admit reads it through an atomic pointer, so it
@@ -59,6 +70,18 @@ type compiled struct {
 	anonymous bool
 	defaults  []*climit
 	overrides map[string][]*climit // complete per-user lists: defaults with overrides applied
+	prices    []*cprice            // in policy order: the first match prices a model
+	unpriced  *unpricedLog         // models already logged as unpriced under this policy
+}
+
+// priceFor returns the first price that matches model, or nil when none does.
+func (c *compiled) priceFor(model string) *cprice {
+	for _, p := range c.prices {
+		if p.matches(model) {
+			return p
+		}
+	}
+	return nil
 }
 
 // climit is one compiled limit.
@@ -67,9 +90,10 @@ type climit struct {
 	metric   Metric
 	limit    int64
 	window   time.Duration
-	size     int64 // window in ms
+	size     int64    // window in ms; 0 for a calendar window
+	calendar Calendar // "" for a sliding window
 	models   []glob
-	tokens   bool  // prompt_tokens or total_tokens: needs and reserves the estimate
+	prompt   bool  // prompt_tokens, total_tokens or cost_usd: needs the prompt estimate
 	escrow   bool  // the escrow rule is on for this limit (see escrowAllows)
 	escrowAt int64 // floor(threshold*limit): admissions ending above it are escrowed
 
@@ -138,26 +162,77 @@ func (g glob) match(model string) bool {
 	return ok
 }
 
-// need is what an admission asks of the limit: the estimate for token limits, 1 for requests,
-// 0 for completion tokens (unknown before the response).
-func (c *climit) need(est int64) int64 {
+// need is what an admission asks of the limit, given the prompt estimate, the requested
+// maximum output (0: not given) and the model's price (nil: unpriced): the prompt for
+// prompt_tokens, both for total_tokens, the output for completion_tokens, the priced sum for
+// cost_usd, 1 for requests.
+func (c *climit) need(prompt, out int64, price *cprice) int64 {
 	switch c.metric {
-	case MetricPromptTokens, MetricTotalTokens:
-		return est
-	case MetricRequests:
-		return 1
+	case MetricPromptTokens:
+		return prompt
+	case MetricTotalTokens:
+		return satAdd(prompt, out)
+	case MetricCompletionTokens:
+		return out
+	case MetricCostUSD:
+		return price.estimate(prompt, out)
 	}
-	return 0
+	return 1
+}
+
+// usesPrompt reports whether the limit's need depends on the prompt estimate for a model at
+// price.
+func (c *climit) usesPrompt(price *cprice) bool {
+	return c.prompt && (c.metric != MetricCostUSD || price != nil && price.input > 0)
+}
+
+// open reports whether, besides used + need <= limit, the limit admits only while used < limit:
+// completion_tokens when the request gives no maximum output (its need is then 0, its
+// completion unknown), and cost_usd, whose budget once spent refuses even a request priced 0.
+func (c *climit) open(need int64) bool {
+	return c.metric == MetricCostUSD || c.metric == MetricCompletionTokens && need == 0
+}
+
+// span returns the window the limit counts in at nowMs.
+func (c *climit) span(nowMs int64) span {
+	if c.calendar != "" {
+		return calendarSpan(c.calendar, nowMs)
+	}
+	return spanAt(nowMs, c.size)
+}
+
+// windowName is the window as /usage shows it: "1h", "calendar_month".
+func (c *climit) windowName() string {
+	if c.calendar != "" {
+		return string(c.calendar)
+	}
+	return formatWindow(c.window)
+}
+
+// windowText is the window as messages say it: "1h", "calendar month (UTC)".
+func (c *climit) windowText() string {
+	if c.calendar != "" {
+		return c.calendar.text()
+	}
+	return formatWindow(c.window)
+}
+
+// amount formats n in the limit's unit: a count, or US dollars for cost_usd.
+func (c *climit) amount(n int64) string {
+	if c.metric == MetricCostUSD {
+		return "$" + formatUSD(n)
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // compile validates p and pre-computes everything Admit needs. A disabled policy is not
 // validated: nothing of it is used. theta is the escrow threshold (see Options.EscrowThreshold).
 func compile(p Policy, theta float64, m *metrics) (*compiled, error) {
-	c := &compiled{enabled: p.Enabled}
+	prices, errs := compilePrices(p.Prices)
+	c := &compiled{enabled: p.Enabled, prices: prices, unpriced: &unpricedLog{}}
 	if !p.Enabled {
-		return c, nil
+		return c, errors.Join(errs...)
 	}
-	var errs []error
 	switch p.MissingUser {
 	case "", MissingUserReject:
 	case MissingUserAnonymous:
@@ -218,15 +293,27 @@ func validate(key string, l Limit) []error {
 		errs = append(errs, fmt.Errorf("%s.name: empty", key))
 	}
 	switch l.Metric {
-	case MetricPromptTokens, MetricCompletionTokens, MetricTotalTokens, MetricRequests:
+	case MetricPromptTokens, MetricCompletionTokens, MetricTotalTokens, MetricRequests, MetricCostUSD:
 	default:
-		errs = append(errs, fmt.Errorf("%s.metric: unknown %q (want prompt_tokens, completion_tokens, total_tokens or requests)", key, l.Metric))
+		errs = append(errs, fmt.Errorf("%s.metric: unknown %q (want prompt_tokens, completion_tokens, total_tokens, requests or cost_usd)", key, l.Metric))
 	}
 	if l.Limit < 1 {
 		errs = append(errs, fmt.Errorf("%s.limit: %d, want at least 1", key, l.Limit))
 	}
-	if l.Window < time.Millisecond || l.Window%time.Millisecond != 0 {
-		errs = append(errs, fmt.Errorf("%s.window: %s, want a whole number of milliseconds, at least 1ms", key, l.Window))
+	if l.Metric == MetricCostUSD && l.Limit > maxNanos {
+		errs = append(errs, fmt.Errorf("%s.limit: %d nano-dollars, want at most %d (MaxLimitUSD)", key, l.Limit, int64(maxNanos)))
+	}
+	switch l.Calendar {
+	case "":
+		if l.Window < time.Millisecond || l.Window%time.Millisecond != 0 {
+			errs = append(errs, fmt.Errorf("%s.window: %s, want a whole number of milliseconds, at least 1ms", key, l.Window))
+		}
+	case CalendarDay, CalendarMonth:
+		if l.Window != 0 {
+			errs = append(errs, fmt.Errorf("%s.window: %s with calendar %s, want one of the two", key, l.Window, l.Calendar))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("%s.calendar: unknown %q (want %s or %s)", key, l.Calendar, CalendarDay, CalendarMonth))
 	}
 	for i, g := range l.Models {
 		if _, err := path.Match(g, ""); err != nil {
@@ -248,18 +335,20 @@ func globs(patterns []string) []glob {
 // newClimit pre-computes one valid limit.
 func newClimit(l Limit, theta float64, m *metrics) *climit {
 	c := &climit{
-		name:    l.Name,
-		metric:  l.Metric,
-		limit:   l.Limit,
-		window:  l.Window,
-		size:    l.Window.Milliseconds(),
-		models:  globs(l.Models),
-		tokens:  l.Metric == MetricPromptTokens || l.Metric == MetricTotalTokens,
-		limited: m.limited.WithLabelValues(l.Name),
-		escrows: m.escrows.WithLabelValues(l.Name),
+		name:     l.Name,
+		metric:   l.Metric,
+		limit:    l.Limit,
+		window:   l.Window,
+		size:     l.Window.Milliseconds(),
+		calendar: l.Calendar,
+		models:   globs(l.Models),
+		prompt:   l.Metric == MetricPromptTokens || l.Metric == MetricTotalTokens || l.Metric == MetricCostUSD,
+		limited:  m.limited.WithLabelValues(l.Name),
+		escrows:  m.escrows.WithLabelValues(l.Name),
 	}
-	// Completion limits reserve nothing, so the share rule has nothing to share.
-	if l.Metric != MetricCompletionTokens && theta < 1 {
+	// A completion limit reserves only a requested maximum output; with none its need is 0,
+	// which the share rule always admits, so the rule applies to every metric.
+	if theta < 1 {
 		c.escrow = true
 		c.escrowAt = -1 // theta < 0: every admission is escrowed
 		if theta >= 0 {

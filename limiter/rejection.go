@@ -14,6 +14,8 @@ type Rejection struct {
 	Metric Metric
 	Type   string // "requests" for a requests limit, else "tokens"
 
+	// LimitValue and Remaining are in the metric's unit: tokens, requests, or nano-dollars for
+	// MetricCostUSD (USD converts).
 	LimitValue int64 // the limit
 	Remaining  int64 // max(0, limit - used), used as this replica sees it
 	// Reset is how long until the sliding usage is fully released if nothing more is added
@@ -52,6 +54,7 @@ type refusal struct {
 	s         span
 	used      int64
 	need      int64
+	out       int64 // the request's maximum output, 0 if not given
 	replicas  int
 	wait      time.Duration // RetryAfter before clamping
 }
@@ -84,25 +87,44 @@ func (f *refusal) rejection(user string) *Rejection {
 	if c.metric == MetricRequests {
 		r.Type = "requests"
 	}
-	unit := "tokens"
-	if c.metric == MetricRequests {
-		unit = "requests"
+	// n formats an amount with its unit: "40 tokens", "3 requests", "$0.25".
+	n := func(v int64) string {
+		switch c.metric {
+		case MetricCostUSD:
+			return c.amount(v)
+		case MetricRequests:
+			return fmt.Sprintf("%d requests", v)
+		}
+		return fmt.Sprintf("%d tokens", v)
+	}
+	needs, reduce := "needs", "Reduce the prompt."
+	switch c.metric {
+	case MetricCostUSD:
+		needs, reduce = "may cost", "Reduce the prompt or max_tokens, or use a cheaper model."
+	case MetricCompletionTokens, MetricTotalTokens:
+		if f.out > 0 {
+			reduce = "Reduce the prompt or max_tokens."
+		}
 	}
 	var b strings.Builder
 	switch f.kind {
 	case refusedTooLarge:
-		fmt.Fprintf(&b, "Request too large for user %s on limit %s (%s): it needs %d %s but the whole limit is %d per %s, so it can never be admitted. Reduce the prompt.",
-			user, c.name, c.metric, f.need, unit, c.limit, formatWindow(c.window))
+		fmt.Fprintf(&b, "Request too large for user %s on limit %s (%s): it %s %s but the whole limit is %s per %s, so it can never be admitted. %s",
+			user, c.name, c.metric, needs, n(f.need), c.amount(c.limit), c.windowText(), reduce)
 	case refusedShareSize:
-		fmt.Fprintf(&b, "Request too large for user %s on limit %s (%s): it needs %d %s but with %d replicas sharing the limit a single request may use at most %d of its %d per %s, so it cannot be admitted. Reduce the prompt.",
-			user, c.name, c.metric, f.need, unit, f.replicas, max(c.escrowAt, ceilDiv(c.limit, int64(f.replicas))), c.limit, formatWindow(c.window))
+		fmt.Fprintf(&b, "Request too large for user %s on limit %s (%s): it %s %s but with %d replicas sharing the limit a single request may use at most %s of its %s per %s, so it cannot be admitted. %s",
+			user, c.name, c.metric, needs, n(f.need), f.replicas, c.amount(max(c.escrowAt, ceilDiv(c.limit, int64(f.replicas)))), c.amount(c.limit), c.windowText(), reduce)
 	case refusedShare:
-		fmt.Fprintf(&b, "Rate limit nearly reached for user %s on limit %s (%s): limit %d, used %d, requested %d; near the limit each of %d replicas may admit at most %d %s per request. Please try again in %s.",
-			user, c.name, c.metric, c.limit, f.used, f.need, f.replicas, escrowShare(c, f.used, f.replicas), unit, retryText(r.RetryAfter))
+		fmt.Fprintf(&b, "Rate limit nearly reached for user %s on limit %s (%s): limit %s, used %s, requested %s; near the limit each of %d replicas may admit at most %s per request. Please try again in %s.",
+			user, c.name, c.metric, c.amount(c.limit), c.amount(f.used), c.amount(f.need), f.replicas, n(escrowShare(c, f.used, f.replicas)), retryText(r.RetryAfter))
 	default:
-		fmt.Fprintf(&b, "Rate limit reached for user %s on limit %s (%s): limit %d, used %d", user, c.name, c.metric, c.limit, f.used)
-		if c.metric != MetricCompletionTokens {
-			fmt.Fprintf(&b, ", requested %d", f.need)
+		what := "Rate limit"
+		if c.metric == MetricCostUSD {
+			what = "Budget"
+		}
+		fmt.Fprintf(&b, "%s reached for user %s on limit %s (%s): limit %s, used %s", what, user, c.name, c.metric, c.amount(c.limit), c.amount(f.used))
+		if f.need > 0 || !c.open(f.need) {
+			fmt.Fprintf(&b, ", requested %s", c.amount(f.need))
 		}
 		fmt.Fprintf(&b, ". Please try again in %s.", retryText(r.RetryAfter))
 	}

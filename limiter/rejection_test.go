@@ -30,7 +30,7 @@ func TestRejectionFields(t *testing.T) {
 	}{
 		{
 			name: "prompt tokens",
-			lim:  Limit{"prompt-hourly", MetricPromptTokens, 1000, time.Hour, nil},
+			lim:  Limit{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour},
 			cur:  990, ask: 50,
 			want: Rejection{
 				Limit: "prompt-hourly", Metric: MetricPromptTokens, Type: "tokens",
@@ -42,7 +42,7 @@ func TestRejectionFields(t *testing.T) {
 		},
 		{
 			name: "requests, previous window decaying",
-			lim:  Limit{"req-minute", MetricRequests, 10, time.Hour, nil},
+			lim:  Limit{Name: "req-minute", Metric: MetricRequests, Limit: 10, Window: time.Hour},
 			prev: 20, cur: 0, ask: 1,
 			want: Rejection{
 				Limit: "req-minute", Metric: MetricRequests, Type: "requests",
@@ -54,7 +54,7 @@ func TestRejectionFields(t *testing.T) {
 		},
 		{
 			name: "completion tokens",
-			lim:  Limit{"c", MetricCompletionTokens, 100, time.Hour, nil},
+			lim:  Limit{Name: "c", Metric: MetricCompletionTokens, Limit: 100, Window: time.Hour},
 			prev: 0, cur: 150, ask: 5,
 			want: Rejection{
 				Limit: "c", Metric: MetricCompletionTokens, Type: "tokens",
@@ -66,7 +66,7 @@ func TestRejectionFields(t *testing.T) {
 		},
 		{
 			name: "oversize: window length",
-			lim:  Limit{"t", MetricTotalTokens, 100, 30 * time.Minute, nil},
+			lim:  Limit{Name: "t", Metric: MetricTotalTokens, Limit: 100, Window: 30 * time.Minute},
 			ask:  101,
 			want: Rejection{
 				Limit: "t", Metric: MetricTotalTokens, Type: "tokens",
@@ -77,7 +77,7 @@ func TestRejectionFields(t *testing.T) {
 		},
 		{
 			name: "short window clamps RetryAfter to 1s",
-			lim:  Limit{"fast", MetricRequests, 1, 200 * time.Millisecond, nil},
+			lim:  Limit{Name: "fast", Metric: MetricRequests, Limit: 1, Window: 200 * time.Millisecond},
 			cur:  1, ask: 1,
 			want: Rejection{
 				Limit: "fast", Metric: MetricRequests, Type: "requests",
@@ -113,7 +113,7 @@ func TestRetryAfterIsEarliest(t *testing.T) {
 	metrics := []Metric{MetricPromptTokens, MetricTotalTokens, MetricCompletionTokens, MetricRequests}
 	checked := 0
 	for i := 0; i < 400; i++ {
-		lim := Limit{"x", metrics[rng.IntN(len(metrics))], 1 + rng.Int64N(1000), time.Duration(1+rng.IntN(120)) * time.Second, nil}
+		lim := Limit{Name: "x", Metric: metrics[rng.IntN(len(metrics))], Limit: 1 + rng.Int64N(1000), Window: time.Duration(1+rng.IntN(120)) * time.Second}
 		size := lim.Window.Milliseconds()
 		now := t0 + rng.Int64N(10*size)
 		cs := spanAt(now, size).start
@@ -159,9 +159,9 @@ func TestRejectionReportsLongestWait(t *testing.T) {
 	st.Add("hour", "u", t0, hour, 10)
 	st.Add("big", "u", t0, hour, 10)
 	l := newTest(t, policy(
-		Limit{"minute", MetricRequests, 10, time.Minute, nil},
-		Limit{"hour", MetricRequests, 10, time.Hour, nil},
-		Limit{"big", MetricPromptTokens, 1000, time.Hour, nil},
+		Limit{Name: "minute", Metric: MetricRequests, Limit: 10, Window: time.Minute},
+		Limit{Name: "hour", Metric: MetricRequests, Limit: 10, Window: time.Hour},
+		Limit{Name: "big", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour},
 	), st, Options{Now: newClock(t0 + 1000).Now})
 	if got := rejected(t, l, "u", "m", 5); got.Limit != "hour" {
 		t.Errorf("refusing limit = %s, want hour (longest wait)", got.Limit)

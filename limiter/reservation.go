@@ -9,6 +9,10 @@ import (
 // Usage is the true usage of a finished request.
 type Usage struct {
 	PromptTokens, CompletionTokens int64
+	// CachedPromptTokens are the prompt tokens read from the provider's prompt cache, a subset
+	// of PromptTokens (OpenAI's prompt_tokens_details.cached_tokens, Anthropic's
+	// cache_read_input_tokens), priced at the cached-input price. 0 when unknown.
+	CachedPromptTokens int64
 }
 
 // Reservation is what Admit reserved for one request: for every limit that applied, the window
@@ -19,6 +23,7 @@ type Reservation struct {
 	store   Store
 	now     UrgentStore // nil when the store has no AddNow
 	user    string
+	price   *cprice  // the model's price at admission, for cost_usd limits; nil: unpriced
 	entries []entry  // points into inline unless more than len(inline) limits applied
 	inline  [4]entry // no allocation beyond the Reservation itself for up to 4 limits
 	settled atomic.Bool
@@ -28,6 +33,7 @@ type Reservation struct {
 type entry struct {
 	lim      *climit // immutable; outlives a SetPolicy
 	start    int64   // start of the fixed window reserved in (Unix ms)
+	size     int64   // its size (ms): a calendar month's varies
 	reserved int64
 	used     int64 // the user's sliding-window usage before this request
 	resetMs  int64 // time until the window forgets everything used so far, this request included
@@ -37,16 +43,17 @@ type entry struct {
 // add records delta for e in the store, at once when e is urgent.
 func (r *Reservation) add(e entry, delta int64) {
 	if e.urgent && r.now != nil {
-		r.now.AddNow(e.lim.name, r.user, e.start, e.lim.size, delta)
+		r.now.AddNow(e.lim.name, r.user, e.start, e.size, delta)
 		return
 	}
-	r.store.Add(e.lim.name, r.user, e.start, e.lim.size, delta)
+	r.store.Add(e.lim.name, r.user, e.start, e.size, delta)
 }
 
 // Settle adds, to every window key the reservation was made in, the true amount minus the
 // reserved one: PromptTokens for prompt_tokens limits, PromptTokens+CompletionTokens for
-// total_tokens, CompletionTokens for completion_tokens, nothing for requests. The delta may be
-// negative (the counters are PN-counters). It goes to the reserved window even if the window has
+// total_tokens, CompletionTokens for completion_tokens, the cost of u at the model's price as
+// Admit found it for cost_usd (see Limiter.Cost), nothing for requests. Token counts are
+// clamped to [0, 2^53]. The delta may be negative (the counters are PN-counters). It goes to the reserved window even if the window has
 // rolled over since, so usage is counted when it was admitted. Settle is nil-safe and idempotent:
 // only the first call has an effect, whatever goroutines call it.
 func (r *Reservation) Settle(u Usage) {
@@ -57,15 +64,17 @@ func (r *Reservation) Settle(u Usage) {
 		var actual int64
 		switch e.lim.metric {
 		case MetricPromptTokens:
-			actual = u.PromptTokens
+			actual = clampTokens(u.PromptTokens)
 		case MetricTotalTokens:
-			actual = u.PromptTokens + u.CompletionTokens
+			actual = clampTokens(u.PromptTokens) + clampTokens(u.CompletionTokens)
 		case MetricCompletionTokens:
-			actual = u.CompletionTokens
+			actual = clampTokens(u.CompletionTokens)
+		case MetricCostUSD:
+			actual = r.price.cost(u)
 		default: // requests: the 1 reserved is the truth
 			continue
 		}
-		if d := max(actual, 0) - e.reserved; d != 0 {
+		if d := actual - e.reserved; d != 0 {
 			r.add(e, d)
 		}
 	}
@@ -95,24 +104,53 @@ type Headroom struct {
 
 // Tightest returns, among the limits the request was reserved against, the
 // token limit and the requests limit with the least headroom left in
-// proportion to their size (ok false: no such limit applied). It reads what
-// Admit saw, so it costs no store lookup. Nil-safe.
+// proportion to their size (ok false: no such limit applied). cost_usd limits
+// are not token limits: see TightestCost. It reads what Admit saw, so it costs
+// no store lookup. Nil-safe.
 func (r *Reservation) Tightest() (tokens, requests Headroom, tokOK, reqOK bool) {
 	if r == nil {
 		return
 	}
 	for _, e := range r.entries {
-		h := Headroom{Limit: e.lim.limit, Remaining: max(e.lim.limit-e.used-e.reserved, 0),
-			Reset: time.Duration(e.resetMs) * time.Millisecond}
-		if e.lim.metric == MetricRequests {
+		h := e.headroom()
+		switch e.lim.metric {
+		case MetricRequests:
 			if !reqOK || tighter(h, requests) {
 				requests, reqOK = h, true
 			}
-		} else if !tokOK || tighter(h, tokens) {
-			tokens, tokOK = h, true
+		case MetricCostUSD:
+		default:
+			if !tokOK || tighter(h, tokens) {
+				tokens, tokOK = h, true
+			}
 		}
 	}
 	return
+}
+
+// TightestCost returns, among the cost_usd limits the request was reserved
+// against, the one with the least headroom left in proportion to its size, in
+// nano-dollars (USD converts), as Tightest does for tokens; ok false: no
+// cost_usd limit applied. Nil-safe.
+func (r *Reservation) TightestCost() (cost Headroom, ok bool) {
+	if r == nil {
+		return
+	}
+	for _, e := range r.entries {
+		if h := e.headroom(); e.lim.metric == MetricCostUSD && (!ok || tighter(h, cost)) {
+			cost, ok = h, true
+		}
+	}
+	return
+}
+
+// headroom is what e's limit leaves once the request is reserved.
+func (e *entry) headroom() Headroom {
+	h := Headroom{Limit: e.lim.limit, Reset: time.Duration(e.resetMs) * time.Millisecond}
+	if e.used < e.lim.limit { // else 0; the test keeps limit - used from overflowing
+		h.Remaining = max(e.lim.limit-e.used-e.reserved, 0)
+	}
+	return h
 }
 
 // tighter reports whether a leaves a smaller share of its limit than b

@@ -6,15 +6,36 @@ import (
 	"time"
 )
 
-// LimitUsage is one limit's state for one user, as GET /usage reports it.
+// LimitUsage is one limit's state for one user, as GET /usage reports it. Limit, Used and
+// Remaining are in the metric's unit: tokens, requests, or nano-dollars for cost_usd, which the
+// JSON form shows in US dollars (limit 50, used 12.345) as the configuration gives them.
 type LimitUsage struct {
 	Name         string `json:"name"`
 	Metric       string `json:"metric"`
-	Window       string `json:"window"` // "1h", "1m", "30s"
+	Window       string `json:"window"` // "1h", "1m", "30s", "calendar_day", "calendar_month"
 	Limit        int64  `json:"limit"`
 	Used         int64  `json:"used"`      // sliding usage, cluster-wide as this replica sees it
 	Remaining    int64  `json:"remaining"` // max(0, limit - used)
 	ResetSeconds int64  `json:"reset_seconds"`
+}
+
+// MarshalJSON writes u with the figures of a cost_usd limit in US dollars, exact to the
+// nano-dollar; other limits are written as they are.
+func (u LimitUsage) MarshalJSON() ([]byte, error) {
+	type plain LimitUsage // the same fields, without this method
+	if u.Metric != string(MetricCostUSD) {
+		return json.Marshal(plain(u))
+	}
+	return json.Marshal(struct {
+		Name         string      `json:"name"`
+		Metric       string      `json:"metric"`
+		Window       string      `json:"window"`
+		Limit        json.Number `json:"limit"`
+		Used         json.Number `json:"used"`
+		Remaining    json.Number `json:"remaining"`
+		ResetSeconds int64       `json:"reset_seconds"`
+	}{u.Name, u.Metric, u.Window, json.Number(formatUSD(u.Limit)), json.Number(formatUSD(u.Used)),
+		json.Number(formatUSD(u.Remaining)), u.ResetSeconds})
 }
 
 // usageResponse is the body of GET /usage.
@@ -41,15 +62,18 @@ func (l *Limiter) Usage(user string) []LimitUsage {
 	}
 	nowMs := l.now().UnixMilli()
 	for _, c := range p.limitsFor(user) {
-		s := spanAt(nowMs, c.size)
+		s := c.span(nowMs)
 		cur := l.store.Sum(c.name, user, s.start, s.size)
-		prev := l.store.Sum(c.name, user, s.start-s.size, s.size)
+		var prev int64
+		if !s.fixed {
+			prev = l.store.Sum(c.name, user, s.start-s.size, s.size)
+		}
 		used := slidingUsed(cur, prev, s)
 		reset := time.Duration(resetAfter(cur, prev, s)) * time.Millisecond
 		out = append(out, LimitUsage{
 			Name:         c.name,
 			Metric:       string(c.metric),
-			Window:       formatWindow(c.window),
+			Window:       c.windowName(),
 			Limit:        c.limit,
 			Used:         used,
 			Remaining:    max(c.limit-used, 0),

@@ -11,11 +11,11 @@ import (
 func TestUsageHandler(t *testing.T) {
 	st := newMapStore()
 	p := policy(
-		Limit{"prompt-hourly", MetricPromptTokens, 1000, time.Hour, nil},
-		Limit{"total-minute", MetricTotalTokens, 20000, time.Minute, []string{"gpt-4o*"}},
-		Limit{"req-30s", MetricRequests, 60, 30 * time.Second, nil},
+		Limit{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour},
+		Limit{Name: "total-minute", Metric: MetricTotalTokens, Limit: 20000, Window: time.Minute, Models: []string{"gpt-4o*"}},
+		Limit{Name: "req-30s", Metric: MetricRequests, Limit: 60, Window: 30 * time.Second},
 	)
-	p.Overrides = map[string][]Limit{"alice": {{"prompt-hourly", MetricPromptTokens, 50000, time.Hour, nil}}}
+	p.Overrides = map[string][]Limit{"alice": {{Name: "prompt-hourly", Metric: MetricPromptTokens, Limit: 50000, Window: time.Hour}}}
 	now := t0 + 30*60_000 // half an hour into the hour
 	st.Add("prompt-hourly", "alice", t0, hour, 1234)
 	st.Add("prompt-hourly", "bob", t0-hour, hour, 2000) // previous hour, half of it still counts
@@ -80,7 +80,7 @@ func TestUsageHandler(t *testing.T) {
 
 func TestUsageAnonymousAndEmpty(t *testing.T) {
 	st := newMapStore()
-	p := policy(Limit{"r", MetricRequests, 5, time.Hour, nil})
+	p := policy(Limit{Name: "r", Metric: MetricRequests, Limit: 5, Window: time.Hour})
 	p.MissingUser = MissingUserAnonymous
 	l := newTest(t, p, st, Options{Now: newClock(t0).Now})
 	if _, err := l.Admit("", "m", Estimate{}); err != nil {
@@ -91,7 +91,7 @@ func TestUsageAnonymousAndEmpty(t *testing.T) {
 			t.Errorf("Usage(%q) = %+v, want the anonymous bucket with used 1", user, got)
 		}
 	}
-	l2 := newTest(t, policy(Limit{"r", MetricRequests, 5, time.Hour, nil}), st, Options{})
+	l2 := newTest(t, policy(Limit{Name: "r", Metric: MetricRequests, Limit: 5, Window: time.Hour}), st, Options{})
 	if got := l2.Usage(""); got == nil || len(got) != 0 {
 		t.Errorf("Usage(\"\") when anonymous is refused = %#v, want an empty non-nil list", got)
 	}
@@ -107,9 +107,9 @@ func TestReservationTightest(t *testing.T) {
 	st.Add("small", "u", t0, hour, 500) // 500 of 1000 used: 50 % left
 	st.Add("req", "u", t0, hour, 3)
 	l := newTest(t, policy(
-		Limit{"big", MetricTotalTokens, 10000, time.Hour, nil},
-		Limit{"small", MetricPromptTokens, 1000, time.Hour, nil},
-		Limit{"req", MetricRequests, 10, time.Hour, nil},
+		Limit{Name: "big", Metric: MetricTotalTokens, Limit: 10000, Window: time.Hour},
+		Limit{Name: "small", Metric: MetricPromptTokens, Limit: 1000, Window: time.Hour},
+		Limit{Name: "req", Metric: MetricRequests, Limit: 10, Window: time.Hour},
 	), st, Options{Now: newClock(t0 + 1000).Now})
 	r, err := l.Admit("u", "gpt-4o", est(40, nil))
 	if err != nil {

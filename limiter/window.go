@@ -12,12 +12,16 @@ import "math/bits"
 // window becomes the previous one. Rounding up means used is never under-estimated, and
 // over-estimated by less than one token. All arithmetic is in integers with 128-bit
 // intermediates, so no product overflows.
+//
+// Calendar windows (calendar.go) are fixed, not sliding: their span is marked fixed, usage is
+// the current window alone, and everything is released when it ends.
 
 // span is where an instant falls among a limit's fixed windows, in Unix milliseconds.
 type span struct {
 	size    int64 // window length W
 	start   int64 // start of the current fixed window: floor(t/W)*W
 	elapsed int64 // t - start, in [0, W)
+	fixed   bool  // a calendar window: the previous window does not count
 }
 
 // spanAt returns the span of instant nowMs for windows of size ms.
@@ -32,6 +36,9 @@ func spanAt(nowMs, size int64) span {
 // slidingUsed returns the sliding usage of a window whose current and previous fixed windows
 // hold cur and prev. Negative counts (transiently possible with a PN-counter) count as 0.
 func slidingUsed(cur, prev int64, s span) int64 {
+	if s.fixed {
+		return max(cur, 0)
+	}
 	return satAdd(max(cur, 0), mulDiv(max(prev, 0), s.size-s.elapsed, s.size, true))
 }
 
@@ -52,6 +59,9 @@ func waitFor(cur, prev int64, s span, target int64) (ms int64, ok bool) {
 		return 0, true
 	}
 	w := s.size
+	if s.fixed { // everything is released when the window ends
+		return w - s.elapsed, true
+	}
 	// Before the boundary: possible only if the current window alone fits. Since it does not
 	// fit now, prev > 0 and target-cur < prev, so the quotient is below W.
 	if d := target - cur; d >= 0 && prev > 0 && d < prev {
@@ -69,9 +79,12 @@ func waitFor(cur, prev int64, s span, target int64) (ms int64, ok bool) {
 
 // resetAfter returns how many milliseconds from now the sliding usage falls to 0, assuming
 // nothing more is added: the end of the window after the current one while the current window
-// holds anything, else the next boundary while the previous one does.
+// holds anything, else the next boundary while the previous one does. A fixed window is
+// released at its end.
 func resetAfter(cur, prev int64, s span) int64 {
 	switch {
+	case cur > 0 && s.fixed:
+		return s.size - s.elapsed
 	case cur > 0:
 		return 2*s.size - s.elapsed
 	case prev > 0:
