@@ -7,6 +7,9 @@
 #   direct          mockllm, the fake upstream (the baseline)
 #   nginx           nginx reverse proxy to mockllm (bench/nginx.conf.tmpl):
 #                   proxy_pass, keepalive upstream, proxy_buffering off
+#   fasthttp        bench/fasthttpproxy: fasthttp's server and HostClient
+#                   passing requests through with nothing else, the floor
+#                   of the gateway's stack
 #   gateway         genai-gateway to mockllm, rate limiting off
 #   gateway+limits  genai-gateway with rate limiting on (limits so large that
 #                   nothing is refused; users rotate through the `user` header)
@@ -44,7 +47,7 @@
 #   BENCH_C1_DURATION [4s]     wrk -t1 -c1 duration of each one-connection run; 0 skips them
 #   BENCH_USERS [100]          distinct `user` header values
 #   BENCH_MODES ["chat stream"]
-#   BENCH_TARGETS ["direct nginx gateway gateway+limits cluster3+limits"]
+#   BENCH_TARGETS ["direct nginx fasthttp gateway gateway+limits cluster3+limits"]
 #   BENCH_TOKEN_LATENCY [0s]   mockllm --token-latency
 #   BENCH_ROUNDS [1]           repeat the whole matrix; median and range are shown
 #   BENCH_GOMAXPROCS []        GOMAXPROCS of every gateway process, and nginx's
@@ -72,7 +75,7 @@ fi
 readonly C1_DURATION=${BENCH_C1_DURATION:-4s}
 readonly USERS=${BENCH_USERS:-100}
 readonly MODES=${BENCH_MODES:-chat stream}
-readonly TARGETS=${BENCH_TARGETS:-direct nginx gateway gateway+limits cluster3+limits}
+readonly TARGETS=${BENCH_TARGETS:-direct nginx fasthttp gateway gateway+limits cluster3+limits}
 readonly TOKEN_LATENCY=${BENCH_TOKEN_LATENCY:-0s}
 readonly KEEP=${BENCH_KEEP:-0}
 readonly ROUNDS=${BENCH_ROUNDS:-1}
@@ -547,6 +550,13 @@ print_tables() {
 				if (s != "" && n != "")
 					printf "; +p50 at 1 conn %+d us vs nginx %+d us (goal <= nginx + 25: %s)", stat(s), stat(n), (stat(s) <= stat(n) + 25 ? "met" : "missed")
 				printf "\n"
+				f = M[a] SUBSEP "fasthttp"
+				if (f in seen) {
+					s = per_round("cpu", "ratio", f, x)
+					printf "%-6s floor of the stack (bench/fasthttpproxy, no gateway logic): CPU/req %s x nginx", M[a], show(s, "%.2f")
+					s = per_round("cpu", "diff", g, f)
+					printf "; gateway+limits adds %s us/req of its own work over it\n", show(s, "%+d")
+				}
 				if (c in seen) {
 					s = per_round("rps", "ratio", c, g)
 					printf "%-6s cluster3+limits req/s %s x gateway+limits (goal >= 0.90: %s); CPU of all three replicas %s us/req\n", M[a],
@@ -649,6 +659,24 @@ main() {
 		else
 			cat "$TMP/nginx.log" "$prefix/error.log" >&2 2>/dev/null || true
 			log "skipping the nginx target"
+		fi
+	fi
+
+	if [[ $targets == *" fasthttp "* ]]; then
+		if run_wait "$TMP/fasthttp-build.log" "$go" build -o "$TMP/bin/fasthttpproxy" ./bench/fasthttpproxy; then
+			free_port PORT
+			start fasthttp "$TMP/fasthttp.log" "${genv[@]}" "$TMP/bin/fasthttpproxy" --addr "127.0.0.1:$PORT" --upstream "127.0.0.1:$MOCK_PORT"
+			pid=$LAST_PID
+			if wait_port fasthttp "$pid" "$PORT" && check_chat fasthttp "$PORT"; then
+				PORT_OF[fasthttp]=$PORT
+				CPU_PIDS[fasthttp]=$pid
+			else
+				tail -n 20 "$TMP/fasthttp.log" >&2 || true
+				log "skipping the fasthttp target"
+			fi
+		else
+			head -n 20 "$TMP/fasthttp-build.log" >&2
+			log "bench/fasthttpproxy does not build; skipping the fasthttp target"
 		fi
 	fi
 
