@@ -94,6 +94,31 @@ type Upstream struct {
 	APIKey Secret `yaml:"api_key" json:"api_key" mapstructure:"api_key"`
 	// Timeout bounds a whole request to this upstream, streaming included (10m).
 	Timeout time.Duration `yaml:"timeout" json:"timeout" mapstructure:"timeout"`
+	// Provider is the API the upstream speaks: openai (the default: any
+	// OpenAI-compatible API), anthropic (Messages API; chat completions
+	// are translated) or azure (Azure OpenAI deployment URLs).
+	Provider string `yaml:"provider" json:"provider" mapstructure:"provider"`
+	// Deployments maps model names to Azure deployment names (azure only);
+	// a model not in it is its own deployment name.
+	Deployments map[string]string `yaml:"deployments" json:"deployments" mapstructure:"deployments"`
+	// APIVersion is Azure's api-version query parameter (azure only;
+	// default: the client's, or 2024-10-21).
+	APIVersion string `yaml:"api_version" json:"api_version" mapstructure:"api_version"`
+}
+
+// Values of Upstream.Provider.
+const (
+	ProviderOpenAI    = "openai"
+	ProviderAnthropic = "anthropic"
+	ProviderAzure     = "azure"
+)
+
+// EffectiveProvider is Provider, or openai when it is empty.
+func (u Upstream) EffectiveProvider() string {
+	if u.Provider == "" {
+		return ProviderOpenAI
+	}
+	return u.Provider
 }
 
 // RateLimit configures per-user rate limiting.

@@ -36,6 +36,8 @@ func decodeHook(_, to reflect.Type, data any) (any, error) {
 		return ts, nil
 	case reflect.TypeFor[map[string][]Limit]():
 		return overrides(data)
+	case reflect.TypeFor[map[string]string]():
+		return deployments(data)
 	}
 	switch to.Kind() {
 	case reflect.Struct:
@@ -158,6 +160,38 @@ func overrides(data any) (any, error) {
 			continue
 		}
 		out[user] = entry["limits"]
+	}
+	return out, errors.Join(errs...)
+}
+
+// deployments accepts upstreams[].deployments as a map of model names to
+// deployment names, or as the list form [{model, deployment}] that the
+// file's map becomes in the tree (see yamlCodec), and returns the map.
+func deployments(data any) (any, error) {
+	data = structured(data)
+	if m, ok := data.(map[string]any); ok {
+		return m, nil
+	}
+	list, ok := data.([]any)
+	const want = "must be a mapping of model names to deployment names"
+	if !ok {
+		return nil, fmt.Errorf("%s, got %s", want, shape(data))
+	}
+	out := make(map[string]any, len(list))
+	var errs []error
+	for i, e := range list {
+		entry, _ := e.(map[string]any)
+		model, isString := entry["model"].(string)
+		d, dString := entry["deployment"].(string)
+		if !isString || !dString {
+			errs = append(errs, fmt.Errorf("%s; entry %d is not model: deployment", want, i))
+			continue
+		}
+		if _, dup := out[model]; dup {
+			errs = append(errs, &problem{key: mapKey("", model), msg: "model given more than once"})
+			continue
+		}
+		out[model] = d
 	}
 	return out, errors.Join(errs...)
 }

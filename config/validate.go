@@ -97,6 +97,33 @@ func (p *problems) upstreams(ups []Upstream) {
 		if u.Timeout <= 0 {
 			p.add(key+".timeout", "must be > 0; got %s", u.Timeout)
 		}
+		p.provider(key, u)
+	}
+}
+
+// provider checks an upstream's provider and the keys only azure takes.
+func (p *problems) provider(key string, u Upstream) {
+	prov := u.EffectiveProvider()
+	if !slices.Contains([]string{ProviderOpenAI, ProviderAnthropic, ProviderAzure}, prov) {
+		p.add(key+".provider", "must be openai, anthropic or azure; got %s", quote(u.Provider))
+		return
+	}
+	if prov != ProviderAzure {
+		if len(u.Deployments) > 0 {
+			p.add(key+".deployments", "applies to provider azure only (provider is %s)", prov)
+		}
+		if u.APIVersion != "" {
+			p.add(key+".api_version", "applies to provider azure only (provider is %s)", prov)
+		}
+		return
+	}
+	for model, d := range u.Deployments {
+		if model == "" || d == "" || strings.ContainsAny(d, "/?#%\\") || d == "." || d == ".." {
+			p.add(key+".deployments", "%s: %s must be a non-empty deployment name without / ? # %% or \\", quote(model), quote(d))
+		}
+	}
+	if v := u.APIVersion; v != "" && (len(v) > 64 || strings.ContainsAny(v, "&#?/ \t")) {
+		p.add(key+".api_version", "must be an Azure api-version such as 2024-10-21; got %s", quote(v))
 	}
 }
 

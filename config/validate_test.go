@@ -39,6 +39,18 @@ func TestValidate(t *testing.T) {
 		{"upstream bad glob", func(c *Config) { c.Upstreams[0].Models = []string{"gpt-[*"} }, "upstreams[0].models[0]", "glob"},
 		{"upstream empty glob", func(c *Config) { c.Upstreams[0].Models = []string{""} }, "upstreams[0].models[0]", "must not be empty"},
 		{"upstream timeout", func(c *Config) { c.Upstreams[0].Timeout = 0 }, "upstreams[0].timeout", "> 0"},
+		{"upstream provider", func(c *Config) { c.Upstreams[0].Provider = "gemini" }, "upstreams[0].provider", "openai, anthropic or azure"},
+		{"deployments without azure", func(c *Config) { c.Upstreams[0].Deployments = map[string]string{"gpt-4o": "prod"} },
+			"upstreams[0].deployments", "azure only"},
+		{"api_version without azure", func(c *Config) {
+			c.Upstreams[0].Provider, c.Upstreams[0].APIVersion = "anthropic", "2024-10-21"
+		}, "upstreams[0].api_version", "azure only"},
+		{"deployment with slash", func(c *Config) {
+			c.Upstreams[0].Provider, c.Upstreams[0].Deployments = "azure", map[string]string{"gpt-4o": "a/../b"}
+		}, "upstreams[0].deployments", "deployment name"},
+		{"api_version with query", func(c *Config) {
+			c.Upstreams[0].Provider, c.Upstreams[0].APIVersion = "azure", "2024-10-21&x=1"
+		}, "upstreams[0].api_version", "api-version"},
 		{"user_header empty", func(c *Config) { c.RateLimit.UserHeader = "" }, "rate_limit.user_header", "header name"},
 		{"user_header bad", func(c *Config) { c.RateLimit.UserHeader = "x user" }, "rate_limit.user_header", "header name"},
 		{"missing_user", func(c *Config) { c.RateLimit.MissingUser = "allow" }, "rate_limit.missing_user", "reject or anonymous"},

@@ -25,6 +25,18 @@ const (
 // case kept) rather than config keys.
 const overridesKey = "rate_limit.overrides"
 
+// isDeploymentsKey reports whether key is upstreams[N].deployments, a map
+// whose keys are model names (case kept), turned into the list form
+// [{model, deployment}] like the overrides.
+func isDeploymentsKey(key string) bool {
+	rest, ok := strings.CutPrefix(key, "upstreams[")
+	if !ok {
+		return false
+	}
+	i := strings.IndexByte(rest, ']')
+	return i > 0 && rest[i+1:] == ".deployments"
+}
+
 // yamlCodec is viper's decoder for the file. It turns the YAML document into
 // viper's tree (map[string]any, []any, string scalars, nil for null), which
 // the decode hook then types field by field, and on the way:
@@ -33,7 +45,8 @@ const overridesKey = "rate_limit.overrides"
 //     no mapping, keys that are not strings);
 //   - turns the rate_limit.overrides map into its list form [{user, limits}],
 //     so that viper, which lowercases every map key, keeps user names as
-//     written (Alice and alice are two users).
+//     written (Alice and alice are two users); upstreams[].deployments
+//     likewise becomes [{model, deployment}], keeping model names as written.
 //
 // It records problems and warnings on the loader rather than failing, so
 // one load reports every problem of the file at once.
@@ -182,6 +195,15 @@ func (t *treeBuilder) value(n *yaml.Node, key string, depth int) any {
 		var list []any
 		t.pairs(n, key, map[string]bool{}, 0, true, func(user string, v *yaml.Node) {
 			list = append(list, map[string]any{"user": user, "limits": t.value(v, mapKey(key, user), depth+1)})
+		})
+		if list == nil {
+			list = []any{}
+		}
+		return list
+	case n.Kind == yaml.MappingNode && isDeploymentsKey(key):
+		var list []any
+		t.pairs(n, key, map[string]bool{}, 0, true, func(model string, v *yaml.Node) {
+			list = append(list, map[string]any{"model": model, "deployment": t.value(v, mapKey(key, model), depth+1)})
 		})
 		if list == nil {
 			list = []any{}

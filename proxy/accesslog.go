@@ -17,6 +17,7 @@ type exchange struct {
 	method, path string // path only: a query string may hold credentials
 	model, user  string
 	upstream     string
+	provider     string // the upstream's provider; "" before routing
 	metered      bool
 	status       int           // as sent to the client; 499 when it went away
 	ttft         time.Duration // first body byte of a 2xx response; -1 = none
@@ -28,13 +29,14 @@ type exchange struct {
 	key          string // name of the gateway key that authenticated it
 }
 
-// reply answers the request with an error the gateway produced.
+// reply answers the request with an error the gateway produced, in
+// Anthropic's error shape on the Messages API routes.
 func (p *Proxy) reply(ctx *fasthttp.RequestCtx, ex *exchange, e *apiError) {
 	ex.status = e.status
 	if ex.err == nil {
 		ex.err = e
 	}
-	writeAPIError(ctx, e)
+	writeAPIError(ctx, e, ex.route == routeMessages || ex.route == routeCountTokens)
 }
 
 // finish records the ended request in the metrics and the access log.
@@ -68,6 +70,7 @@ func (p *Proxy) finish(ex *exchange) {
 		Str("model", ex.model).
 		Str("user", ex.user).
 		Str("upstream", ex.upstream).
+		Str("provider", ex.provider).
 		Int("status", ex.status).
 		Int64("prompt_tokens", ex.prompt).
 		Int64("completion_tokens", ex.completion).

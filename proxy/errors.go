@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/genai-gateway/genai-gateway/limiter"
+	"github.com/genai-gateway/genai-gateway/proxy/provider"
 )
 
 // StatusClientClosedRequest is the status recorded in metrics and logs when
@@ -47,10 +48,12 @@ type apiError struct {
 func (e *apiError) Error() string { return e.message }
 
 // writeAPIError is the one place that writes an error body the gateway
-// produces. It replaces whatever response was being prepared (an upstream's
-// headers included) and never includes request headers, so no
-// Authorization value or API key can end up in it.
-func writeAPIError(ctx *fasthttp.RequestCtx, e *apiError) {
+// produces: OpenAI's shape, or Anthropic's (anthropic set, for the Messages
+// API routes) with the type that fits the status. It replaces whatever
+// response was being prepared (an upstream's headers included) and never
+// includes request headers, so no Authorization value or API key can end
+// up in it.
+func writeAPIError(ctx *fasthttp.RequestCtx, e *apiError, anthropic bool) {
 	ctx.Response.Reset()
 	for k, vs := range e.header {
 		for _, v := range vs {
@@ -59,6 +62,10 @@ func writeAPIError(ctx *fasthttp.RequestCtx, e *apiError) {
 	}
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.SetStatusCode(e.status)
+	if anthropic {
+		ctx.Response.SetBodyRaw(append(provider.AnthropicErrorBody(provider.AnthropicErrorType(e.status), e.message), '\n'))
+		return
+	}
 	ctx.Response.SetBodyRaw(appendErrorBody(make([]byte, 0, 128+len(e.message)), e))
 }
 

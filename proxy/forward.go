@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/genai-gateway/genai-gateway/limiter"
+	"github.com/genai-gateway/genai-gateway/proxy/provider"
 )
 
 // maxHeldBody is the largest non-streaming response read whole before it
@@ -30,8 +32,13 @@ type metered struct {
 	hide bool // the client did not ask for the usage chunk: drop it
 	who  caller
 	up   *upstream
-	resp *fasthttp.Response
-	bufs *streamBufs
+	send []byte // the body sent upstream
+	// xl is set when a chat request goes to an anthropic upstream:
+	// translated to the Messages API, its answer translated back.
+	xl    bool
+	xinfo provider.ChatRequest
+	resp  *fasthttp.Response
+	bufs  *streamBufs
 
 	// The response stream and its write gatherer live in m, so a stream
 	// allocates neither.
@@ -44,7 +51,7 @@ type metered struct {
 // ends the request (end).
 func (p *Proxy) serveMetered(ctx *fasthttp.RequestCtx, route string, query []byte, c caller, rid string) (async bool) {
 	m := &metered{p: p, who: c, ex: exchange{start: time.Now(), route: route, method: fasthttp.MethodPost, path: route,
-		metered: true, ttft: -1, user: c.user, requestID: rid, key: c.id.KeyName}}
+		metered: route != routeCountTokens, ttft: -1, user: c.user, requestID: rid, key: c.id.KeyName}}
 	var aerr *apiError
 	if m.body, aerr = p.readBody(ctx); aerr != nil {
 		p.reply(ctx, &m.ex, aerr)
@@ -66,7 +73,9 @@ func (p *Proxy) serveMetered(ctx *fasthttp.RequestCtx, route string, query []byt
 }
 
 // prepare validates the body, routes it by model, asks for the usage chunk
-// of a stream and admits the request.
+// of a stream (or translates a chat request for an anthropic upstream) and
+// admits the request. count_tokens is routed but not admitted: it costs no
+// tokens.
 func (m *metered) prepare(route string) *apiError {
 	p := m.p
 	body := m.body.b
@@ -85,14 +94,24 @@ func (m *metered) prepare(route string) *apiError {
 	if m.up = p.pick(m.ex.model); m.up == nil {
 		return errUnknownModel(m.ex.model)
 	}
-	m.ex.upstream = m.up.Name
-	if (route == routeChat || route == routeCompletions) && gjson.Get(js, "stream").Type == gjson.True {
+	m.ex.upstream, m.ex.provider = m.up.Name, m.up.kind.String()
+	switch {
+	case route == routeChat && m.up.kind == kindAnthropic:
+		out, info, err := provider.TranslateChatRequest(body)
+		if err != nil {
+			return errUntranslatable(m.ex.model, err)
+		}
+		m.send, m.xl, m.xinfo = out, true, info
+	case (route == routeChat || route == routeCompletions) && gjson.Get(js, "stream").Type == gjson.True:
 		if so := gjson.Get(js, "stream_options"); so.Get("include_usage").Type != gjson.True {
 			body, m.hide = withIncludeUsage(body, so), true
 		}
 	}
+	if m.send == nil {
+		m.send = body
+	}
 	m.est = estimator{tok: &p.tok, route: route, model: m.ex.model, body: body}
-	if p.lim == nil {
+	if p.lim == nil || route == routeCountTokens {
 		return nil
 	}
 	res, err := p.lim.Admit(m.ex.user, m.ex.model, m.est.limiterEstimate())
@@ -118,8 +137,18 @@ func (m *metered) prepare(route string) *apiError {
 func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, aerr *apiError) {
 	up := m.up
 	req := fasthttp.AcquireRequest()
-	outRequest(ctx, req, up, m.ex.route, query, true, m.who.authed, m.ex.requestID)
-	req.SetBodyRaw(m.est.body)
+	path := m.ex.route
+	if m.xl {
+		path = routeMessages
+	}
+	if err := outRequest(ctx, req, up, path, m.ex.model, query, true, m.who.authed, m.ex.requestID); err != nil {
+		fasthttp.ReleaseRequest(req)
+		return false, &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, message: err.Error()}
+	}
+	if m.xl {
+		anthropicCredential(&req.Header, up, m.who.authed)
+	}
+	req.SetBodyRaw(m.send)
 	m.resp = fasthttp.AcquireResponse()
 	m.resp.StreamBody = true
 	var err error
@@ -161,12 +190,15 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	if ok {
 		setGatewayLimitHeaders(&ctx.Response.Header, m.res)
 	}
+	if m.xl && !sse {
+		return false, m.translated(ctx, ok)
+	}
 	if !sse && size >= 0 && size <= maxHeldBody {
 		return false, m.whole(ctx, ok, size)
 	}
 	// Streamed: chunked unless the body passes through unchanged with a
 	// known size.
-	if sse && m.hide {
+	if sse && (m.hide || m.xl) {
 		size = -1
 	}
 	m.stream = responseStream{m: m, sse: sse, ok: ok}
@@ -187,8 +219,8 @@ func (m *metered) whole(ctx *fasthttp.RequestCtx, ok bool, size int) *apiError {
 		m.ex.reason, m.ex.err = reason, err
 		return aerr
 	}
-	if ok {
-		if u, found := extractUsage(buf); found {
+	if ok && m.ex.metered {
+		if u, found := m.bodyUsage(buf); found {
 			m.setUsage(u)
 		} else {
 			m.ex.prompt = m.est.estimate()
@@ -197,6 +229,49 @@ func (m *metered) whole(ctx *fasthttp.RequestCtx, ok bool, size int) *apiError {
 	}
 	ctx.Response.SetBody(buf)
 	return nil
+}
+
+// translated answers a translated chat request from the whole Messages
+// API answer: a chat completion, or the upstream's error in OpenAI's shape.
+// An answer larger than maxHeldBody or not a Messages response gets 502.
+func (m *metered) translated(ctx *fasthttp.RequestCtx, ok bool) *apiError {
+	buf, err := m.readHeld()
+	if err != nil {
+		aerr, reason := upstreamFailure(err, true)
+		if errors.Is(err, errHeldTooLarge) {
+			aerr.message = "The upstream's answer is too large to translate."
+		}
+		m.ex.reason, m.ex.err = reason, err
+		return aerr
+	}
+	out, aerr := m.translateBody(buf, ok)
+	if aerr != nil {
+		return aerr
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.SetBodyRaw(out)
+	return nil
+}
+
+// readHeld reads the whole upstream body, up to maxHeldBody bytes.
+func (m *metered) readHeld() ([]byte, error) {
+	buf := m.bufs.text[:0]
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > maxHeldBody {
+				return nil, errHeldTooLarge
+			}
+			buf = slices.Grow(buf, min(max(cap(buf), 4<<10), maxHeldBody+1-len(buf)))
+		}
+		n, err := m.bufs.br.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case errors.Is(err, io.EOF):
+			return buf, nil
+		case err != nil:
+			return nil, err
+		}
+	}
 }
 
 // setUsage meters the upstream's usage; figures it had to clamp (out of
@@ -232,6 +307,9 @@ func (m *metered) end() {
 		m.resp = nil
 	}
 	if m.bufs != nil {
+		if m.bufs.anth != nil {
+			m.bufs.anth.Reset(nil) // drops the count func, and m with it
+		}
 		m.bufs.br.Reset(nil)
 		m.bufs.gather = gatherReader{}
 		p.bufs.Put(m.bufs)
@@ -267,18 +345,22 @@ func (s *responseStream) WriteTo(w io.Writer) (int64, error) {
 	cw := &m.cw
 	var rerr, werr error
 	switch {
+	case s.sse && m.xl:
+		rerr, werr = m.translateStream(cw)
 	case s.sse:
 		kind := kindChat
-		if m.ex.route == routeResponses {
+		switch m.ex.route {
+		case routeResponses:
 			kind = kindResponses
+		case routeMessages:
+			kind = kindMessages
 		}
 		c := newSSECopier(m.bufs, kind, m.hide, m)
-		rerr, werr = c.copy(cw, cw.flush)
-		if c.haveUsage {
-			m.setUsage(c.usage)
-		} else {
-			m.ex.prompt, m.ex.completion = m.est.estimate(), c.completionTokens()
+		if kind == kindMessages {
+			c.anth = m.bufs.anthropicMeter(m.count)
 		}
+		rerr, werr = c.copy(cw, cw.flush)
+		m.meterStream(c)
 	default:
 		rerr, werr = m.copyBody(cw, s.ok)
 	}
@@ -342,10 +424,10 @@ func (m *metered) copyBody(dst io.Writer, ok bool) (rerr, werr error) {
 			break
 		}
 	}
-	if !ok {
+	if !ok || !m.ex.metered {
 		return rerr, werr
 	}
-	if u, found := bm.usage(); found {
+	if u, found := m.heldUsage(&bm); found {
 		m.setUsage(u)
 	} else {
 		m.ex.prompt = m.est.estimate()

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/genai-gateway/genai-gateway/proxy/provider"
 )
 
 // hopHeaders are removed from requests and responses in both directions
@@ -16,12 +18,15 @@ var hopHeaders = [...]string{
 
 // outRequest prepares the upstream request for the client's: the client's
 // headers minus hop-by-hop ones, Host and the URL of the upstream (its base
-// path + path, its base query + the client's query), X-Forwarded-For
-// appended, Authorization replaced when the upstream has an API key, and
-// (metered) no Expect or Accept-Encoding, so the response can be read. The
-// body is the caller's to set. With auth on (authed), the client's
-// credential was the gateway's and is never forwarded in any header.
-func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, path string, query []byte, metered, authed bool, rid string) {
+// path + path, its base query + the client's query; for azure the
+// deployment URL of model with its api-version), X-Forwarded-For appended,
+// the client's credential replaced by the upstream's API key in the
+// provider's header, anthropic-version when an anthropic upstream's client
+// named none, and (metered) no Expect or Accept-Encoding, so the response
+// can be read. The body is the caller's to set. With auth on (authed), the
+// client's credential was the gateway's and is never forwarded in any
+// header. The error is an azure path that names no deployment.
+func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, path, model string, query []byte, metered, authed bool, rid string) error {
 	in := &ctx.Request.Header
 	ctx.Request.Header.CopyTo(&req.Header)
 	h := &req.Header
@@ -39,13 +44,16 @@ func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, p
 		h.Del("Expect")
 		h.Del("Accept-Encoding")
 	}
-	if authed {
+	if authed || up.auth != nil {
 		h.Del("Authorization")
 		h.Del("X-Api-Key")
 		h.Del("Api-Key")
 	}
 	if up.auth != nil {
-		h.SetBytesV("Authorization", up.auth)
+		h.SetBytesV(up.authName, up.auth)
+	}
+	if up.kind == kindAnthropic && len(in.Peek(provider.AnthropicVersionHeader)) == 0 {
+		h.Set(provider.AnthropicVersionHeader, provider.AnthropicVersion)
 	}
 	h.Set("X-Request-Id", rid)
 	var xb [128]byte // the header values are copied: these stay on the stack
@@ -57,6 +65,15 @@ func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, p
 		xff = ip.Unmap().AppendTo(xff)
 	}
 	h.SetBytesV("X-Forwarded-For", xff)
+	if up.azure != nil {
+		u, err := up.azure.URL(model, path, string(query))
+		if err != nil {
+			return err
+		}
+		req.SetRequestURI(u)
+		h.SetHost(up.host)
+		return nil
+	}
 	var ub [256]byte
 	u := append(ub[:0], up.origin...)
 	u = append(u, up.prefix...)
@@ -71,6 +88,22 @@ func outRequest(ctx *fasthttp.RequestCtx, req *fasthttp.Request, up *upstream, p
 	}
 	req.SetRequestURIBytes(u)
 	h.SetHost(up.host)
+	return nil
+}
+
+// anthropicCredential moves the client's own key of a translated request,
+// sent as OpenAI clients do (Authorization: Bearer), to Anthropic's
+// x-api-key, when the client's credential is forwarded at all (no auth, no
+// upstream api_key) and it named no x-api-key itself.
+func anthropicCredential(h *fasthttp.RequestHeader, up *upstream, authed bool) {
+	if authed || up.auth != nil || len(h.Peek(provider.AnthropicKeyHeader)) > 0 {
+		return
+	}
+	v := h.Peek("Authorization")
+	if len(v) > len("Bearer ") && bytes.EqualFold(v[:len("Bearer ")], []byte("Bearer ")) {
+		h.SetBytesV(provider.AnthropicKeyHeader, bytes.TrimSpace(v[len("Bearer "):]))
+		h.Del("Authorization")
+	}
 }
 
 // copyResponseHeader copies an upstream response's status and headers to

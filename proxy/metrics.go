@@ -58,6 +58,7 @@ type metrics struct {
 	promptByUserModel, completionByUserModel, tokensByUserModel *prometheus.CounterVec
 
 	requests       *prometheus.CounterVec
+	upstreamInfo   *prometheus.GaugeVec // 1 per configured upstream and its provider
 	duration       *prometheus.HistogramVec
 	ttft           *prometheus.HistogramVec
 	upstreamErrors *prometheus.CounterVec
@@ -157,6 +158,10 @@ func newMetrics(reg prometheus.Registerer, opts metricsOptions) (*metrics, error
 			Name: "genai_gateway_requests_in_flight",
 			Help: "Requests being proxied, streams included.",
 		}),
+		upstreamInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "genai_gateway_upstream_info",
+			Help: "1 for every configured upstream, with the provider (openai, anthropic, azure) it speaks; join on upstream.",
+		}, []string{"upstream", "provider"}),
 		usageClamps: vec("genai_gateway_usage_clamped_total",
 			"Responses whose usage figures were negative, too large, fractional or not numbers, and were clamped.", "upstream"),
 		maxUsers:   opts.MaxUsers,
@@ -175,13 +180,22 @@ func newMetrics(reg prometheus.Registerer, opts metricsOptions) (*metrics, error
 		m.promptTotal, m.completionTotal, m.tokensTotal,
 		m.promptByModel, m.completionByModel, m.tokensByModel,
 		m.promptByUserModel, m.completionByUserModel, m.tokensByUserModel,
-		m.requests, m.duration, m.ttft, m.upstreamErrors, m.inFlight, m.usageClamps,
+		m.requests, m.duration, m.ttft, m.upstreamErrors, m.inFlight, m.usageClamps, m.upstreamInfo,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// setUpstreams sets genai_gateway_upstream_info to the upstreams given as
+// name -> provider pairs, in order.
+func (m *metrics) setUpstreams(ups [][2]string) {
+	m.upstreamInfo.Reset()
+	for _, u := range ups {
+		m.upstreamInfo.WithLabelValues(u[0], u[1]).Set(1)
+	}
 }
 
 // labelValue returns s as a label value that cannot make a collector

@@ -15,7 +15,7 @@ import (
 // (WebSocket) are refused with 501. It reports whether the response goes
 // on as a stream after the handler returns.
 func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte, c caller, rid string) (async bool) {
-	up := p.upstreams[0]
+	up := p.ups()[0]
 	ex := &exchange{start: time.Now(), route: routeOther, method: string(ctx.Method()), path: path, upstream: up.Name, ttft: -1,
 		user: c.user, requestID: rid, key: c.id.KeyName}
 	if len(ctx.Request.Header.Peek("Upgrade")) > 0 {
@@ -31,7 +31,12 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte,
 		_ = ctx.Conn().SetReadDeadline(deadline)
 	}
 	req := fasthttp.AcquireRequest()
-	outRequest(ctx, req, up, path, query, false, c.authed, rid)
+	if err := outRequest(ctx, req, up, path, "", query, false, c.authed, rid); err != nil {
+		fasthttp.ReleaseRequest(req)
+		p.reply(ctx, ex, &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, message: err.Error()})
+		p.finish(ex)
+		return false
+	}
 	if s := ctx.RequestBodyStream(); s != nil && ctx.Request.Header.ContentLength() != 0 {
 		req.SetBodyStream(s, ctx.Request.Header.ContentLength())
 	}

@@ -81,6 +81,10 @@ func knownRoute(p []byte) string {
 		return routeEmbeddings
 	case routeResponses:
 		return routeResponses
+	case routeMessages:
+		return routeMessages
+	case routeCountTokens:
+		return routeCountTokens
 	}
 	return ""
 }

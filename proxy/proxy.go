@@ -13,7 +13,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"path"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,9 @@ const (
 	routeCompletions = "/v1/completions"
 	routeEmbeddings  = "/v1/embeddings"
 	routeResponses   = "/v1/responses"
-	routeOther       = "other" // route label of every other path
+	routeMessages    = "/v1/messages"              // Anthropic's Messages API
+	routeCountTokens = "/v1/messages/count_tokens" // routed by model, not metered
+	routeOther       = "other"                     // route label of every other path
 )
 
 // Defaults applied by New to zero Config fields.
@@ -48,7 +51,14 @@ const (
 	MaxUserBytes = 256
 )
 
-// Upstream is one OpenAI-compatible endpoint.
+// Providers: the API an Upstream speaks.
+const (
+	ProviderOpenAI    = "openai"    // any OpenAI-compatible API (the default)
+	ProviderAnthropic = "anthropic" // Anthropic's Messages API
+	ProviderAzure     = "azure"     // Azure OpenAI's deployment URLs
+)
+
+// Upstream is one model endpoint.
 type Upstream struct {
 	Name string
 	// URL is the base URL; the request path is appended to its path
@@ -56,10 +66,21 @@ type Upstream struct {
 	URL string
 	// Models are path.Match globs of the models it serves; none = every model.
 	Models []string
-	// APIKey, when set, replaces the client's Authorization header.
+	// APIKey, when set, replaces the client's credential: sent as
+	// Authorization: Bearer (openai), x-api-key (anthropic) or api-key
+	// (azure).
 	APIKey string
 	// Timeout bounds a whole exchange, streams included; 0 = none.
 	Timeout time.Duration
+	// Provider is ProviderOpenAI (or ""), ProviderAnthropic or
+	// ProviderAzure.
+	Provider string
+	// Deployments maps model names to Azure deployment names (azure); a
+	// model not in it is its own deployment.
+	Deployments map[string]string
+	// APIVersion is Azure's api-version (azure); "" keeps the client's, or
+	// provider.DefaultAzureAPIVersion.
+	APIVersion string
 }
 
 // Config configures a Proxy.
@@ -116,7 +137,8 @@ type Limiter interface {
 // Proxies in one process share nothing.
 type Proxy struct {
 	cfg       Config
-	upstreams []*upstream
+	upstreams atomic.Pointer[[]*upstream] // swapped whole by SetUpstreams
+	upsMu     sync.Mutex                  // serialises SetUpstreams
 	lim       Limiter
 	log       zerolog.Logger
 	m         *metrics
@@ -152,18 +174,17 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 	p.bodies.max = cfg.MaxInflightBodyBytes
 	p.ids = newRequestIDs()
 	p.auth.Store(cfg.Auth)
-	for i, u := range cfg.Upstreams {
-		up, err := newUpstream(i, u, cfg.TLSConfig)
-		if err != nil {
-			return nil, err
-		}
-		p.upstreams = append(p.upstreams, up)
+	ups, err := p.newUpstreams(cfg.Upstreams, nil)
+	if err != nil {
+		return nil, err
 	}
+	p.upstreams.Store(&ups)
 	m, err := newMetrics(reg, metricsOptions{MaxUsers: cfg.MaxUsers, MaxSeries: cfg.MaxSeries, UserIdle: cfg.UserIdle, Now: time.Now})
 	if err != nil {
 		return nil, err
 	}
 	p.m = m
+	p.m.setUpstreams(upstreamProviders(ups))
 	p.bufs.New = func() any { return newStreamBufs() }
 	p.bodyBufs.New = func() any { b := make([]byte, 0, initialBodyBuf); return &b }
 	return p, nil
@@ -175,16 +196,74 @@ func setDefault[T int | int64 | time.Duration](v *T, def T) {
 	}
 }
 
+// newUpstreams prepares the upstreams of cfgs, reusing those of old whose
+// configuration is unchanged (and their connection pools).
+func (p *Proxy) newUpstreams(cfgs []Upstream, old []*upstream) ([]*upstream, error) {
+	if len(cfgs) == 0 {
+		return nil, errors.New("proxy: no upstreams")
+	}
+	ups := make([]*upstream, 0, len(cfgs))
+	for i, u := range cfgs {
+		if j := slices.IndexFunc(old, func(o *upstream) bool { return sameUpstream(o.Upstream, u) }); j >= 0 {
+			ups = append(ups, old[j])
+			continue
+		}
+		up, err := newUpstream(i, u, p.cfg.TLSConfig)
+		if err != nil {
+			return nil, err
+		}
+		ups = append(ups, up)
+	}
+	return ups, nil
+}
+
+func sameUpstream(a, b Upstream) bool {
+	return a.Name == b.Name && a.URL == b.URL && slices.Equal(a.Models, b.Models) && a.APIKey == b.APIKey &&
+		a.Timeout == b.Timeout && a.Provider == b.Provider && maps.Equal(a.Deployments, b.Deployments) && a.APIVersion == b.APIVersion
+}
+
+// SetUpstreams replaces the upstreams for new requests, atomically: a
+// request routes on one set from start to end, so requests in flight
+// finish on the upstreams they started with. Upstreams whose settings are
+// unchanged keep their connections; the idle connections of those that
+// left are closed now, and those still busy close once idle (after
+// idleConnTimeout at most). On error (an invalid upstream) nothing
+// changes. Safe for concurrent use.
+func (p *Proxy) SetUpstreams(cfgs []Upstream) error {
+	p.upsMu.Lock()
+	defer p.upsMu.Unlock()
+	old := *p.upstreams.Load()
+	ups, err := p.newUpstreams(cfgs, old)
+	if err != nil {
+		return err
+	}
+	p.upstreams.Store(&ups)
+	p.m.setUpstreams(upstreamProviders(ups))
+	for _, o := range old {
+		if !slices.Contains(ups, o) {
+			o.client.CloseIdleConnections()
+		}
+	}
+	return nil
+}
+
+// upstreamProviders lists the name and provider of each upstream.
+func upstreamProviders(ups []*upstream) [][2]string {
+	out := make([][2]string, len(ups))
+	for i, u := range ups {
+		out[i] = [2]string{u.Name, u.kind.String()}
+	}
+	return out
+}
+
+// ups returns the current upstreams; the slice must not be changed.
+func (p *Proxy) ups() []*upstream { return *p.upstreams.Load() }
+
 // pick returns the first upstream that serves model, or nil.
 func (p *Proxy) pick(model string) *upstream {
-	for _, u := range p.upstreams {
-		if len(u.Models) == 0 {
+	for _, u := range p.ups() {
+		if u.serves(model) {
 			return u
-		}
-		for _, g := range u.Models {
-			if ok, _ := path.Match(g, model); ok {
-				return u
-			}
 		}
 	}
 	return nil
@@ -202,7 +281,7 @@ func (p *Proxy) Wait(ctx context.Context) error {
 	if err := p.inflight.wait(ctx); err != nil {
 		return err
 	}
-	for _, up := range p.upstreams {
+	for _, up := range p.ups() {
 		up.client.CloseIdleConnections()
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -97,6 +98,8 @@ func (p *Proxy) Serve(ctx *fasthttp.RequestCtx) {
 		async = p.serveMetered(ctx, route, query, c, rid)
 	case clean == "/usage" && method == fasthttp.MethodGet:
 		p.serveUsage(ctx, c)
+	case clean == "/v1/models" && method == fasthttp.MethodGet:
+		p.serveModels(ctx, query, c, rid)
 	case len(clean) > len("/v1/") && clean[:len("/v1/")] == "/v1/":
 		async = p.passthrough(ctx, clean, query, c, rid)
 	default:
@@ -104,6 +107,57 @@ func (p *Proxy) Serve(ctx *fasthttp.RequestCtx) {
 		p.reply(ctx, &ex, errNotFound(method, clean))
 		p.finish(&ex)
 	}
+}
+
+// serveModels answers GET /v1/models with the merged list of every
+// upstream's models (see mergeModels), asking the upstreams at once, each
+// bounded in time and size; those that fail are left out. 502 when none
+// answers.
+func (p *Proxy) serveModels(ctx *fasthttp.RequestCtx, query []byte, c caller, rid string) {
+	ex := exchange{start: time.Now(), route: routeOther, method: fasthttp.MethodGet, path: "/v1/models", ttft: -1,
+		user: c.user, requestID: rid, key: c.id.KeyName}
+	ups := p.ups()
+	lists := make([]modelList, len(ups))
+	reqs := make([]*fasthttp.Request, len(ups))
+	for i, up := range ups {
+		// Prepared here: the client's request is read on this goroutine only.
+		reqs[i] = fasthttp.AcquireRequest()
+		q := query
+		if up.kind == kindAnthropic {
+			q = []byte("limit=1000") // Anthropic pages its list; one page holds them all
+		}
+		if err := outRequest(ctx, reqs[i], up, "/v1/models", "", q, true, c.authed, rid); err != nil {
+			fasthttp.ReleaseRequest(reqs[i])
+			reqs[i] = nil
+		}
+		lists[i].up = up
+	}
+	deadline := ex.start.Add(modelsTimeout)
+	var wg sync.WaitGroup
+	for i, up := range ups {
+		if reqs[i] == nil {
+			continue
+		}
+		wg.Go(func() {
+			var err error
+			if lists[i].body, err = up.fetchModels(reqs[i], deadline); err != nil {
+				p.log.Warn().Str("upstream", up.Name).Err(err).Msg("model list left out of /v1/models")
+			}
+			fasthttp.ReleaseRequest(reqs[i])
+		})
+	}
+	wg.Wait()
+	body, answered := mergeModels(lists, c.allows)
+	if answered == 0 {
+		p.reply(ctx, &ex, &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
+			message: "No upstream answered its model list."})
+		p.finish(&ex)
+		return
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.SetBodyRaw(body)
+	ex.status = fasthttp.StatusOK
+	p.finish(&ex)
 }
 
 // done ends a request's in-flight accounting; for streamed responses it
@@ -115,7 +169,7 @@ func (p *Proxy) done() {
 
 func meteredRoute(p string) string {
 	switch p {
-	case routeChat, routeCompletions, routeEmbeddings, routeResponses:
+	case routeChat, routeCompletions, routeEmbeddings, routeResponses, routeMessages, routeCountTokens:
 		return p
 	}
 	return ""
@@ -137,7 +191,7 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &ne) && ne.Timeout():
 		e = errReadTimeout()
 	}
-	writeAPIError(ctx, e)
+	writeAPIError(ctx, e, false)
 	ctx.SetConnectionClose()
 }
 

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"slices"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/genai-gateway/genai-gateway/proxy/provider"
 )
 
 // Per-stream buffer sizes. Together they keep a stream in flight under
@@ -27,6 +30,7 @@ type streamBufs struct {
 	text   []byte
 	tail   []byte
 	out    []byte
+	anth   *provider.AnthropicStreamMeter // made on the first Messages stream
 }
 
 func newStreamBufs() *streamBufs {
@@ -55,6 +59,7 @@ type streamKind uint8
 const (
 	kindChat      streamKind = iota // chat/completions and completions chunks
 	kindResponses                   // Responses API events
+	kindMessages                    // Anthropic Messages API events
 )
 
 // sseCopier copies a server-sent event stream from an upstream to the
@@ -74,6 +79,14 @@ type sseCopier struct {
 	// count tokenizes text when the text buffer is full; nil counts one
 	// token per four bytes (tests).
 	count tokenCounter
+
+	// anth meters a Messages API stream (kindMessages) instead of usage
+	// and text below.
+	anth *provider.AnthropicStreamMeter
+	// xl, when set, translates each event instead of copying it: events
+	// are held whole (up to maxTranslatedEvent) and handed to it.
+	xl     *provider.ChatStream
+	failed error // stops the copy: an event too large to translate
 
 	ev      []byte // the event being read
 	big     bool   // the event outgrew ev and is passing through
@@ -104,6 +117,9 @@ func (c *sseCopier) copy(dst io.Writer, flush func() error) (rerr, werr error) {
 		if len(line) > 0 {
 			if werr = c.addLine(dst, line, err == nil); werr != nil {
 				return nil, werr
+			}
+			if c.failed != nil {
+				return c.failed, nil
 			}
 		}
 		switch err {
@@ -147,6 +163,14 @@ func (c *sseCopier) lineBuffered() bool {
 func (c *sseCopier) addLine(dst io.Writer, line []byte, complete bool) error {
 	blank := !c.midLine && complete && (len(line) == 1 || (len(line) == 2 && line[0] == '\r'))
 	c.midLine = !complete
+	if !c.big && len(c.ev)+len(line) > cap(c.ev) && c.xl != nil {
+		// A translated event is parsed whole: hold it, up to a bound.
+		if len(c.ev)+len(line) > maxTranslatedEvent {
+			c.failed = errEventTooLarge
+			return nil
+		}
+		c.ev = slices.Grow(c.ev, len(line))
+	}
 	if !c.big && len(c.ev)+len(line) > cap(c.ev) {
 		// Too large to hold: send what we have and pass the rest through.
 		c.big = true
@@ -196,10 +220,20 @@ func (c *sseCopier) endEvent(dst io.Writer) error {
 			if len(data) > 0 && data[0] == ' ' {
 				data = data[1:]
 			}
+			if c.xl != nil {
+				c.pending = true
+				if err := c.xl.Event("", data); err != nil {
+					return err
+				}
+				continue
+			}
 			c.observe(data)
 		default:
 			otherLines++
 		}
+	}
+	if c.xl != nil {
+		return nil // translated above; the upstream's framing stays here
 	}
 	if c.hide && dataLines == 1 && otherLines == 0 && isUsageOnly(data) {
 		return nil
@@ -237,6 +271,10 @@ func (c *sseCopier) addTail(b []byte) {
 func (c *sseCopier) observe(data []byte) {
 	if len(data) == 0 || data[0] != '{' {
 		return // [DONE], keep-alives, garbage
+	}
+	if c.anth != nil {
+		c.anth.Event("", data)
+		return
 	}
 	var choices, use, typ, delta, resp string
 	f := newMembers(unsafeString(data))

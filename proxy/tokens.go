@@ -207,6 +207,27 @@ func (c *counter) walk(route string, body []byte) {
 		c.inputs(gjson.Get(js, "prompt"))
 	case routeEmbeddings:
 		c.inputs(gjson.Get(js, "input"))
+	case routeMessages:
+		// Anthropic: a system prompt (a string or text blocks), then
+		// messages whose content is a string or blocks; tool results hold
+		// a string or text blocks of their own.
+		c.content(gjson.Get(js, "system"))
+		gjson.Get(js, "messages").ForEach(func(_, m gjson.Result) bool {
+			c.fixed(tokensPerMessage)
+			c.text(m.Get("role"))
+			content := m.Get("content")
+			c.content(content)
+			if content.IsArray() {
+				content.ForEach(func(_, block gjson.Result) bool {
+					if r := block.Get("content"); r.Exists() {
+						c.content(r)
+					}
+					return true
+				})
+			}
+			return true
+		})
+		c.fixed(tokensReplyPrime)
 	case routeResponses:
 		c.text(gjson.Get(js, "instructions"))
 		in := gjson.Get(js, "input")

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpproxy"
+
+	"github.com/genai-gateway/genai-gateway/proxy/provider"
 )
 
 // Upstream connection settings.
@@ -32,8 +36,32 @@ type upstream struct {
 	host   string // Host header
 	origin string // scheme://host
 	prefix string // base path without a trailing slash
-	auth   []byte // Authorization value when APIKey is set
-	client *fasthttp.HostClient
+	// authName and auth are the credential header of the provider and
+	// its value, when APIKey is set.
+	authName string
+	auth     []byte
+	kind     providerKind
+	azure    *provider.Azure // addressing of an azure upstream
+	client   *fasthttp.HostClient
+}
+
+// providerKind is an upstream's Provider, as a number for the hot path.
+type providerKind uint8
+
+const (
+	kindOpenAI providerKind = iota
+	kindAnthropic
+	kindAzure
+)
+
+func (k providerKind) String() string {
+	switch k {
+	case kindAnthropic:
+		return ProviderAnthropic
+	case kindAzure:
+		return ProviderAzure
+	}
+	return ProviderOpenAI
 }
 
 func newUpstream(i int, u Upstream, tlsCfg *tls.Config) (*upstream, error) {
@@ -60,8 +88,25 @@ func newUpstream(i int, u Upstream, tlsCfg *tls.Config) (*upstream, error) {
 	}
 	up := &upstream{Upstream: u, base: base, host: base.Host, origin: base.Scheme + "://" + base.Host,
 		prefix: strings.TrimSuffix(base.EscapedPath(), "/")}
-	if u.APIKey != "" {
-		up.auth = []byte("Bearer " + u.APIKey)
+	switch u.Provider {
+	case "", ProviderOpenAI:
+		up.kind, up.authName = kindOpenAI, "Authorization"
+		if u.APIKey != "" {
+			up.auth = []byte("Bearer " + u.APIKey)
+		}
+	case ProviderAnthropic:
+		up.kind, up.authName = kindAnthropic, provider.AnthropicKeyHeader
+	case ProviderAzure:
+		up.kind, up.authName = kindAzure, provider.AzureKeyHeader
+		if base.RawQuery != "" {
+			return nil, fmt.Errorf("upstreams[%d] (%s): an azure url takes no query; use api_version", i, u.Name)
+		}
+		up.azure = &provider.Azure{BaseURL: u.URL, APIVersion: u.APIVersion, Deployments: u.Deployments}
+	default:
+		return nil, fmt.Errorf("upstreams[%d] (%s): provider must be openai, anthropic or azure; got %q", i, u.Name, u.Provider)
+	}
+	if u.APIKey != "" && up.auth == nil {
+		up.auth = []byte(u.APIKey)
 	}
 	if tlsCfg != nil {
 		tlsCfg = tlsCfg.Clone()
@@ -95,6 +140,36 @@ func newUpstream(i int, u Upstream, tlsCfg *tls.Config) (*upstream, error) {
 		MaxIdemponentCallAttempts: 4,
 	}
 	return up, nil
+}
+
+// fetchModels sends req (GET /v1/models, prepared by outRequest) and
+// returns the body of a 200 answer, read up to maxModelsBody bytes by
+// deadline.
+func (u *upstream) fetchModels(req *fasthttp.Request, deadline time.Time) ([]byte, error) {
+	req.Header.SetMethod(fasthttp.MethodGet)
+	req.SetBody(nil)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	resp.StreamBody = true
+	if err := u.client.DoDeadline(req, resp, deadline); err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.CloseBodyStream() }()
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return nil, fmt.Errorf("status %d", resp.StatusCode())
+	}
+	var src io.Reader = bytes.NewReader(resp.Body())
+	if s := resp.BodyStream(); s != nil {
+		src = s
+	}
+	body, err := io.ReadAll(io.LimitReader(src, maxModelsBody+1))
+	switch {
+	case err != nil:
+		return nil, err
+	case len(body) > maxModelsBody:
+		return nil, fmt.Errorf("model list larger than %d bytes", maxModelsBody)
+	}
+	return body, nil
 }
 
 // errStaleConn marks a pooled connection found closed by the upstream, or

@@ -210,6 +210,15 @@ func countCompletionText(route string, body []byte, count func([]byte) int64) in
 			})
 			return true
 		})
+	case routeMessages:
+		gjson.Get(js, "content").ForEach(func(_, b gjson.Result) bool {
+			add(b.Get("text"))
+			add(b.Get("thinking"))
+			if in := b.Get("input"); in.IsObject() {
+				n += count(unsafeBytes(in.Raw))
+			}
+			return true
+		})
 	case routeResponses:
 		gjson.Get(js, "output").ForEach(func(_, item gjson.Result) bool {
 			add(item.Get("arguments"))

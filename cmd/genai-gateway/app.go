@@ -337,16 +337,22 @@ func limiterPolicy(rl config.RateLimit) limiter.Policy {
 	return p
 }
 
-// proxyConfig converts the config's proxy-facing keys.
-func proxyConfig(cfg config.Config, ready func() bool) proxy.Config {
-	ups := make([]proxy.Upstream, 0, len(cfg.Upstreams))
-	for _, u := range cfg.Upstreams {
+// proxyUpstreams converts the config's upstreams.
+func proxyUpstreams(in []config.Upstream) []proxy.Upstream {
+	ups := make([]proxy.Upstream, 0, len(in))
+	for _, u := range in {
 		ups = append(ups, proxy.Upstream{
 			Name: u.Name, URL: u.URL, Models: u.Models, APIKey: u.APIKey.Value(), Timeout: u.Timeout,
+			Provider: u.EffectiveProvider(), Deployments: u.Deployments, APIVersion: u.APIVersion,
 		})
 	}
+	return ups
+}
+
+// proxyConfig converts the config's proxy-facing keys.
+func proxyConfig(cfg config.Config, ready func() bool) proxy.Config {
 	return proxy.Config{
-		Upstreams:            ups,
+		Upstreams:            proxyUpstreams(cfg.Upstreams),
 		MaxBodyBytes:         cfg.MaxBodyBytes,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes,
 		BodyReadTimeout:      cfg.BodyReadTimeout,

@@ -308,3 +308,24 @@ func TestAzurePaths(t *testing.T) {
 		})
 	}
 }
+
+// TestAnthropicClientModels lists the models in Anthropic's shape through
+// the official client (which sends anthropic-version).
+func TestAnthropicClientModels(t *testing.T) {
+	t.Parallel()
+	c := newAnthropicClient(t, Options{})
+	page, err := c.Models.List(t.Context(), anthropic.ModelListParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range page.Data {
+		got = append(got, m.ID)
+		if m.CreatedAt.Unix() != modelsCreated {
+			t.Errorf("%s created_at: got %v, want unix %d", m.ID, m.CreatedAt, modelsCreated)
+		}
+	}
+	if want := ClaudeModels(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("models: got %v, want %v", got, want)
+	}
+}

@@ -61,7 +61,9 @@
 //     .../completions and .../embeddings behave as the /v1/ paths with the
 //     model set to the deployment name {d}; the api-version query parameter
 //     is required (400 without it).
-//   - GET /v1/models lists a few models; GET /v1/models/{id} returns one.
+//   - GET /v1/models lists a few models (with an anthropic-version header:
+//     ClaudeModels in Anthropic's list shape); GET /v1/models/{id} returns
+//     one.
 //     Bad JSON or fields of the wrong type get 400, unknown paths 404 and
 //     wrong methods 405, all with the OpenAI error body.
 package mock
@@ -162,7 +164,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if serve == nil {
-		h.models(w)
+		h.models(w, r)
 		return
 	}
 
