@@ -58,7 +58,7 @@ func TestOverridesListFormErrors(t *testing.T) {
 		{"entry without user", "rate_limit:\n  overrides: [{limits: []}]\n", "rate_limit.overrides", "not {user, limits}"},
 		{"unknown key in an entry", "rate_limit:\n  overrides: [{user: bob, limits: [], extra: 1}]\n", "rate_limit.overrides[0].extra", "unknown key"},
 		{"bad limit of a user with dots", "rate_limit:\n  overrides: [{user: b.o.b, limits: [{name: x, metric: requests, limit: abc, window: 1m}]}]\n",
-			`rate_limit.overrides["b.o.b"][0].limit`, `"abc" is not an integer`},
+			`rate_limit.overrides["b.o.b"][0].limit`, `"abc" is not a number`},
 		{"unknown key in a user's limit", "rate_limit:\n  overrides: {Bob: [{name: x, metric: requests, limit: 1, window: 1m, windw: 1m}]}\n",
 			"rate_limit.overrides.Bob[0].windw", "did you mean window?"},
 	}

@@ -52,6 +52,33 @@ type Config struct {
 	Debug Debug `yaml:"debug" json:"debug" mapstructure:"debug"`
 	// Auth configures who may call the proxy port; empty = no authentication.
 	Auth Auth `yaml:"auth" json:"auth" mapstructure:"auth"`
+	// Prices are the models' list prices, for cost_usd limits and the spend
+	// metrics; the first entry whose models match a model prices it. A model
+	// none matches costs 0 (and is logged once as unpriced).
+	Prices []Price `yaml:"prices" json:"prices" mapstructure:"prices"`
+}
+
+// Price is the list price of the models its globs match, in US dollars per
+// million tokens. Prices change: see deploy/prices.yaml for a dated table.
+type Price struct {
+	// Models are path.Match glob patterns; at least one ("*" for every model).
+	Models []string `yaml:"models" json:"models" mapstructure:"models"`
+	// Input prices the prompt tokens not read from the provider's cache.
+	Input float64 `yaml:"input" json:"input" mapstructure:"input"`
+	// CachedInput prices the prompt tokens read from the provider's prompt
+	// cache (OpenAI cached_tokens, Anthropic cache_read_input_tokens); nil
+	// means the Input price.
+	CachedInput *float64 `yaml:"cached_input" json:"cached_input" mapstructure:"cached_input"`
+	// Output prices the completion tokens.
+	Output float64 `yaml:"output" json:"output" mapstructure:"output"`
+}
+
+// EffectiveCachedInput is CachedInput, or Input when it is not set.
+func (p Price) EffectiveCachedInput() float64 {
+	if p.CachedInput == nil {
+		return p.Input
+	}
+	return *p.CachedInput
 }
 
 // Debug configures the operator port's debugging endpoints.
@@ -143,17 +170,28 @@ type RateLimit struct {
 	MaxClientWait time.Duration `yaml:"max_client_wait" json:"max_client_wait" mapstructure:"max_client_wait"`
 }
 
-// Limit is one rate limit, counted per user over a sliding window.
+// Limit is one rate limit, counted per user over a sliding window or a
+// calendar day or month.
 type Limit struct {
 	// Name identifies the limit; unique within Limits and within a user's
 	// overrides.
 	Name string `yaml:"name" json:"name" mapstructure:"name"`
-	// Metric is one of prompt_tokens, completion_tokens, total_tokens, requests.
+	// Metric is one of prompt_tokens, completion_tokens, total_tokens,
+	// requests, cost_usd.
 	Metric string `yaml:"metric" json:"metric" mapstructure:"metric"`
-	// Limit is the most a user may use within Window; > 0.
-	Limit int64 `yaml:"limit" json:"limit" mapstructure:"limit"`
+	// Limit is the most a user may use within the window, > 0: a whole
+	// number of tokens or requests (at most 2^62), or US dollars for
+	// cost_usd (at most 10^9, counted to the nano-dollar).
+	Limit float64 `yaml:"limit" json:"limit" mapstructure:"limit"`
 	// Window is the sliding window, a whole number of milliseconds; > 0.
+	// It is 0 when Calendar is set: the file's `window: calendar_day` or
+	// `window: calendar_month` sets Calendar instead.
 	Window time.Duration `yaml:"window" json:"window" mapstructure:"window"`
+	// Calendar is CalendarDay or CalendarMonth for a fixed UTC calendar
+	// window (reset at midnight, or on the 1st), "" for a sliding Window.
+	// In the file it is written as the window (see calendarWindow); the
+	// key calendar itself is refused.
+	Calendar string `yaml:"-" json:"calendar,omitempty" mapstructure:"calendar"`
 	// Models are glob patterns of the models the limit applies to; empty
 	// means every model.
 	Models []string `yaml:"models" json:"models" mapstructure:"models"`
@@ -187,6 +225,22 @@ const (
 	MetricCompletionTokens = "completion_tokens"
 	MetricTotalTokens      = "total_tokens"
 	MetricRequests         = "requests"
+	MetricCostUSD          = "cost_usd"
+)
+
+// Calendar windows, the values of Limit.Calendar.
+const (
+	CalendarDay   = "calendar_day"
+	CalendarMonth = "calendar_month"
+)
+
+// Bounds of spend figures (the limiter's MaxPriceUSD and MaxLimitUSD), so
+// that no price or budget can overflow the integer nano-dollars counted.
+const (
+	maxPriceUSD   = 10_000 // per million tokens
+	maxLimitUSD   = 1e9
+	maxCountLimit = 1 << 62 // tokens or requests
+	minLimitUSD   = 1e-9    // one nano-dollar
 )
 
 // Values of RateLimit.MissingUser.

@@ -341,7 +341,7 @@ func legacyLimit(maxTokens, windowMinutes int64) Limit {
 	return Limit{
 		Name:   legacyLimitName,
 		Metric: MetricTotalTokens,
-		Limit:  maxTokens,
+		Limit:  float64(maxTokens),
 		Window: time.Duration(windowMinutes) * time.Minute,
 	}
 }

@@ -14,7 +14,7 @@ func TestLegacyOptions(t *testing.T) {
 	upstream := func(url string) func(*Config) {
 		return func(c *Config) { c.Upstreams = []Upstream{{Name: "openai", URL: url, Timeout: 10 * time.Minute}} }
 	}
-	limit := func(max int64, window time.Duration) []Limit {
+	limit := func(max float64, window time.Duration) []Limit {
 		return []Limit{{Name: "default", Metric: "total_tokens", Limit: max, Window: window}}
 	}
 	tests := []struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,9 @@ import (
 // expected is read as YAML text, as variables and flags carry structured
 // values (GENAI_GATEWAY_UPSTREAMS='[{name: a, url: "http://a"}]').
 func decodeHook(_, to reflect.Type, data any) (any, error) {
+	if e, ok := data.(fieldError); ok { // a problem found by the hook of the enclosing struct
+		return nil, e
+	}
 	switch to {
 	case reflect.TypeFor[time.Duration]():
 		s, err := scalar(data)
@@ -45,6 +49,9 @@ func decodeHook(_, to reflect.Type, data any) (any, error) {
 		if !ok {
 			return nil, fmt.Errorf("must be a mapping of keys, got %s", shape(structured(data)))
 		}
+		if to == reflect.TypeFor[Limit]() {
+			return calendarWindow(m)
+		}
 		if _, set := m["timeout"]; to == reflect.TypeFor[Upstream]() && (!set || m["timeout"] == nil) {
 			m = withKey(m, "timeout", defaultUpstreamTimeout.String())
 		}
@@ -71,8 +78,50 @@ func decodeHook(_, to reflect.Type, data any) (any, error) {
 			return nil, err
 		}
 		return parseInt(s)
+	case reflect.Float64:
+		s, err := scalar(data)
+		if err != nil {
+			return nil, err
+		}
+		return parseFloat(s)
 	}
 	return data, nil
+}
+
+// fieldError is a problem the hook of a struct finds in one of its fields:
+// put in place of the field's value, it is returned when the field is
+// decoded, so the problem is reported under the field's key and the other
+// fields still decode.
+type fieldError string
+
+func (e fieldError) Error() string { return string(e) }
+
+// calendarWindow moves a limit's `window: calendar_day` or `window:
+// calendar_month` to Limit.Calendar, so Window stays a time.Duration. The
+// calendar key is internal: written in a file or a variable it is refused.
+func calendarWindow(m map[string]any) (map[string]any, error) {
+	if c, set := m["calendar"]; set && c != "" && c != nil { // the defaults' tree holds ""
+		m = withKey(m, "calendar", fieldError("unknown key (write window: calendar_day or window: calendar_month)"))
+	}
+	w, _ := m["window"].(string)
+	switch t := strings.TrimSpace(w); t {
+	case CalendarDay, CalendarMonth:
+		m = withKey(m, "calendar", t)
+		delete(m, "window")
+	case "":
+	default:
+		if _, err := time.ParseDuration(t); err != nil && !isNumber(t) {
+			m = withKey(m, "window", fieldError(fmt.Sprintf("%s is neither a duration (\"30s\", \"1h\") nor calendar_day or calendar_month", quote(w))))
+		}
+	}
+	return m, nil
+}
+
+// isNumber reports whether s is a number, which parseDuration reports as a
+// duration without a unit.
+func isNumber(s string) bool {
+	_, err := strconv.ParseFloat(s, 64)
+	return err == nil
 }
 
 // structured reads a string as YAML text; other values are returned as they are.
@@ -248,6 +297,22 @@ func parseInt(s string) (int64, error) {
 		return int64(f), nil
 	}
 	return 0, fmt.Errorf("%s is not an integer", quote(s))
+}
+
+// parseFloat accepts finite decimal numbers (with optional _ separators),
+// such as 50, 12.5 or 1e-3.
+func parseFloat(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	f, err := strconv.ParseFloat(strings.ReplaceAll(t, "_", ""), 64)
+	switch {
+	case slices.Contains([]string{".nan", ".inf", "+.inf", "-.inf"}, strings.ToLower(t)): // YAML's forms
+		return 0, fmt.Errorf("%s is not a finite number", quote(s))
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Errorf("%s is not a number", quote(s))
+	case err != nil || math.IsNaN(f) || math.IsInf(f, 0):
+		return 0, fmt.Errorf("%s is not a finite number", quote(s))
+	}
+	return f, nil
 }
 
 // parseDuration accepts Go durations such as "30s", "1m30s" or "1h".

@@ -288,7 +288,7 @@ func TestTypeErrorsNameTheirKey(t *testing.T) {
 		"metrics.max_users":          "got a list",
 		"upstreams[0].timeout":       `"soon" is not a duration`,
 		"rate_limit.enabled":         `"perhaps" is not a boolean`,
-		"rate_limit.limits[0].limit": `"abc" is not an integer`,
+		"rate_limit.limits[0].limit": `"abc" is not a number`,
 		"cluster":                    "must be a mapping",
 	}
 	for k, frag := range want {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"path"
@@ -63,6 +64,7 @@ func (c Config) problems() []error {
 	}
 	p.upstreams(c.Upstreams)
 	p.rateLimit(c.RateLimit)
+	p.prices(c.Prices)
 	p.cluster(c.Cluster)
 	p.auth(c.Auth)
 	return p.errs
@@ -190,7 +192,7 @@ func (p *problems) rateLimit(rl RateLimit) {
 		names := map[string]int{}
 		for i, l := range resolved[user] {
 			key := fmt.Sprintf("%s[%d]", ukey, i)
-			if _, ok := byName[l.Name]; !ok && l.Name != "" && (l.Metric == "" || l.Limit == 0 || l.Window == 0) {
+			if _, ok := byName[l.Name]; !ok && l.Name != "" && (l.Metric == "" || l.Limit == 0 || l.Window == 0 && l.Calendar == "") {
 				p.add(key, "no limit named %s in rate_limit.limits to inherit from, so metric, limit and window must all be set", quote(l.Name))
 				continue
 			}
@@ -210,20 +212,52 @@ func (p *problems) limit(key string, l Limit) {
 		p.add(key+".name", "must not be empty")
 	}
 	switch l.Metric {
-	case MetricPromptTokens, MetricCompletionTokens, MetricTotalTokens, MetricRequests:
+	case MetricPromptTokens, MetricCompletionTokens, MetricTotalTokens, MetricRequests, MetricCostUSD:
 	default:
-		p.add(key+".metric", "must be one of prompt_tokens, completion_tokens, total_tokens, requests; got %s", quote(l.Metric))
-	}
-	if l.Limit <= 0 {
-		p.add(key+".limit", "must be > 0; got %d", l.Limit)
+		p.add(key+".metric", "must be one of prompt_tokens, completion_tokens, total_tokens, requests, cost_usd; got %s", quote(l.Metric))
 	}
 	switch {
+	case math.IsNaN(l.Limit) || l.Limit <= 0:
+		p.add(key+".limit", "must be > 0; got %v", l.Limit)
+	case l.Metric == MetricCostUSD && (l.Limit < minLimitUSD || l.Limit > maxLimitUSD):
+		p.add(key+".limit", "must be US dollars from 0.000000001 to %g; got %v", float64(maxLimitUSD), l.Limit)
+	case l.Metric != MetricCostUSD && (l.Limit != math.Trunc(l.Limit) || l.Limit > maxCountLimit):
+		p.add(key+".limit", "must be a whole number from 1 to %d (only cost_usd limits take dollars and cents); got %v", int64(maxCountLimit), l.Limit)
+	}
+	switch {
+	case l.Calendar != "":
+		if l.Calendar != CalendarDay && l.Calendar != CalendarMonth {
+			p.add(key+".window", "must be a duration, calendar_day or calendar_month; got %s", quote(l.Calendar))
+		} else if l.Window != 0 {
+			p.add(key+".window", "is %s and %s at once", l.Calendar, l.Window)
+		}
 	case l.Window <= 0:
 		p.add(key+".window", "must be > 0; got %s", l.Window)
 	case l.Window%time.Millisecond != 0:
 		p.add(key+".window", "must be a whole number of milliseconds; got %s", l.Window)
 	}
 	p.globs(key+".models", l.Models)
+}
+
+// prices checks the prices section: models to match, and prices that are
+// finite, not negative and below a bound that catches misplaced decimals.
+func (p *problems) prices(prices []Price) {
+	for i, pr := range prices {
+		key := fmt.Sprintf("prices[%d]", i)
+		if len(pr.Models) == 0 {
+			p.add(key+".models", "must list at least one model glob (\"*\" for every model)")
+		}
+		p.globs(key+".models", pr.Models)
+		fields := []struct {
+			name string
+			usd  *float64
+		}{{"input", &pr.Input}, {"cached_input", pr.CachedInput}, {"output", &pr.Output}}
+		for _, f := range fields {
+			if f.usd != nil && (math.IsNaN(*f.usd) || *f.usd < 0 || *f.usd > maxPriceUSD) {
+				p.add(key+"."+f.name, "must be US dollars per million tokens from 0 to %d; got %v", maxPriceUSD, *f.usd)
+			}
+		}
+	}
 }
 
 // globs checks model patterns (path.Match syntax).
@@ -312,8 +346,8 @@ func resolveOverrides(limits []Limit, overrides map[string][]Limit) map[string][
 				if o.Limit == 0 {
 					o.Limit = base.Limit
 				}
-				if o.Window == 0 {
-					o.Window = base.Window
+				if o.Window == 0 && o.Calendar == "" {
+					o.Window, o.Calendar = base.Window, base.Calendar
 				}
 				if o.Models == nil {
 					o.Models = base.Models

@@ -7,7 +7,7 @@ import (
 )
 
 func TestValidate(t *testing.T) {
-	lim := func(name, metric string, limit int64, window time.Duration, models ...string) Limit {
+	lim := func(name, metric string, limit float64, window time.Duration, models ...string) Limit {
 		return Limit{Name: name, Metric: metric, Limit: limit, Window: window, Models: models}
 	}
 	tests := []struct {

@@ -101,7 +101,7 @@ func NewApp(cfg config.Config, log zerolog.Logger) (*App, error) {
 		a.store = cluster.NewStore(localReplicaID(), time.Now)
 	}
 
-	lim, err := limiter.New(limiterPolicy(cfg.RateLimit), a.store, limiter.Options{
+	lim, err := limiter.New(limiterPolicy(cfg.RateLimit, cfg.Prices), a.store, limiter.Options{
 		Now:      time.Now,
 		Replicas: replicas,
 	}, log.With().Str("component", "limiter").Logger(), a.reg)
@@ -215,9 +215,9 @@ func (a *App) operatorMux() http.Handler {
 
 // Reload applies a new, valid configuration without a restart: rate limits
 // (rate_limit.enabled, missing_user, limits, overrides) and auth (keys,
-// jwt) are swapped for new requests, while requests in flight finish under
-// the ones they started with; a key removed from the file stops working.
-// Changes of other keys (listen, metrics_listen, upstreams, cluster, ...)
+// jwt) and upstreams are swapped for new requests, while requests in flight
+// finish under the ones they started with; a key removed from the file stops
+// working. Changes of other keys (listen, metrics_listen, cluster, ...)
 // need a restart, and Reload says so in the log. On error nothing changes.
 // Safe for concurrent use.
 func (a *App) Reload(next config.Config) error {
@@ -234,11 +234,20 @@ func (a *App) reload(next config.Config) error {
 			return fmt.Errorf("auth: %w", err)
 		}
 	}
-	if err := a.limiter.SetPolicy(limiterPolicy(next.RateLimit)); err != nil {
+	if err := a.limiter.SetPolicy(limiterPolicy(next.RateLimit, next.Prices)); err != nil {
 		if au != nil {
 			au.Close()
 		}
 		return fmt.Errorf("rate_limit: %w", err)
+	}
+	// Upstreams swap for new requests; those in flight finish on theirs.
+	// Validate has checked what SetUpstreams checks, so it cannot refuse
+	// them here; if it ever did, the running upstreams stay and are named
+	// below as needing a restart.
+	if err := a.proxy.SetUpstreams(proxyUpstreams(next.Upstreams)); err != nil {
+		a.log.Error().Err(err).Msg("reload: upstreams refused; the running ones stay")
+	} else {
+		a.cfg.Upstreams = next.Upstreams
 	}
 	if old := a.proxy.SetAuthenticator(au); old != nil {
 		old.Close()
@@ -247,12 +256,13 @@ func (a *App) reload(next config.Config) error {
 	applied.Auth = next.Auth
 	applied.RateLimit.Enabled, applied.RateLimit.MissingUser = next.RateLimit.Enabled, next.RateLimit.MissingUser
 	applied.RateLimit.Limits, applied.RateLimit.Overrides = next.RateLimit.Limits, next.RateLimit.Overrides
+	applied.Prices = next.Prices
 	if keys := restartKeys(applied, next); len(keys) > 0 {
-		a.log.Warn().Strs("keys", keys).Msg("reload applies rate_limit and auth; these changes need a restart")
+		a.log.Warn().Strs("keys", keys).Msg("reload applies rate_limit, prices and auth; these changes need a restart")
 	}
 	// Only what was applied changes, so readers of other keys (Shutdown
 	// reads drain_timeout) never race with a reload.
-	a.cfg.Auth, a.cfg.RateLimit = applied.Auth, applied.RateLimit
+	a.cfg.Auth, a.cfg.RateLimit, a.cfg.Prices = applied.Auth, applied.RateLimit, applied.Prices
 	return nil
 }
 
@@ -315,19 +325,29 @@ func localReplicaID() string {
 	return host + "/" + hex.EncodeToString(b[:])
 }
 
-// limiterPolicy converts the config's rate_limit section.
-func limiterPolicy(rl config.RateLimit) limiter.Policy {
+// limiterPolicy converts the config's rate_limit and prices sections. A
+// cost_usd limit's dollars become nano-dollars, the unit of its counters;
+// other limits are whole numbers (config.Validate).
+func limiterPolicy(rl config.RateLimit, prices []config.Price) limiter.Policy {
 	conv := func(in []config.Limit) []limiter.Limit {
 		out := make([]limiter.Limit, 0, len(in))
 		for _, l := range in {
+			n := int64(l.Limit)
+			if l.Metric == config.MetricCostUSD {
+				n = limiter.NanoUSD(l.Limit)
+			}
 			out = append(out, limiter.Limit{
-				Name: l.Name, Metric: limiter.Metric(l.Metric), Limit: l.Limit,
-				Window: l.Window, Models: l.Models,
+				Name: l.Name, Metric: limiter.Metric(l.Metric), Limit: n,
+				Window: l.Window, Models: l.Models, Calendar: limiter.Calendar(l.Calendar),
 			})
 		}
 		return out
 	}
 	p := limiter.Policy{Enabled: rl.Enabled, MissingUser: rl.MissingUser, Limits: conv(rl.Limits)}
+	for _, pr := range prices {
+		p.Prices = append(p.Prices, limiter.Price{Models: pr.Models,
+			Input: pr.Input, CachedInput: pr.EffectiveCachedInput(), Output: pr.Output})
+	}
 	if len(rl.Overrides) > 0 {
 		p.Overrides = make(map[string][]limiter.Limit, len(rl.Overrides))
 		for user, ls := range rl.Overrides {
