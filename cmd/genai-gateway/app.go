@@ -215,9 +215,9 @@ func (a *App) operatorMux() http.Handler {
 
 // Reload applies a new, valid configuration without a restart: rate limits
 // (rate_limit.enabled, missing_user, limits, overrides) and auth (keys,
-// jwt) are swapped for new requests, while requests in flight finish under
-// the ones they started with; a key removed from the file stops working.
-// Changes of other keys (listen, metrics_listen, upstreams, cluster, ...)
+// jwt) and upstreams are swapped for new requests, while requests in flight
+// finish under the ones they started with; a key removed from the file stops
+// working. Changes of other keys (listen, metrics_listen, cluster, ...)
 // need a restart, and Reload says so in the log. On error nothing changes.
 // Safe for concurrent use.
 func (a *App) Reload(next config.Config) error {
@@ -239,6 +239,15 @@ func (a *App) reload(next config.Config) error {
 			au.Close()
 		}
 		return fmt.Errorf("rate_limit: %w", err)
+	}
+	// Upstreams swap for new requests; those in flight finish on theirs.
+	// Validate has checked what SetUpstreams checks, so it cannot refuse
+	// them here; if it ever did, the running upstreams stay and are named
+	// below as needing a restart.
+	if err := a.proxy.SetUpstreams(proxyUpstreams(next.Upstreams)); err != nil {
+		a.log.Error().Err(err).Msg("reload: upstreams refused; the running ones stay")
+	} else {
+		a.cfg.Upstreams = next.Upstreams
 	}
 	if old := a.proxy.SetAuthenticator(au); old != nil {
 		old.Close()
