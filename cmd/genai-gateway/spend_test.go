@@ -225,8 +225,10 @@ func TestDollarBudgetThreeReplicas(t *testing.T) {
 	if served < int64(spendBudget/spendPerRequest)*9/10 {
 		t.Errorf("served %d requests, want about %d: the budget refused early", served, int64(spendBudget/spendPerRequest))
 	}
-	if ratio > 1.5 {
-		t.Errorf("spent %.3f x the budget, want at most 1.5 (3 would be no coordination)", ratio)
+	// Measured 1.03 on average, 1.36 at worst on a loaded machine (README, Figures); 3 would be
+	// replicas deciding alone.
+	if ratio > 1.75 {
+		t.Errorf("spent %.3f x the budget, want at most 1.75", ratio)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for i, a := range apps {
