@@ -136,7 +136,7 @@ func (l *Limiter) SetPolicy(p Policy) error {
 	}
 	l.policy.Store(c)
 	l.log.Info().Bool("enabled", c.enabled).Int("limits", len(c.defaults)).
-		Int("overrides", len(c.overrides)).Msg("rate-limit policy loaded")
+		Int("overrides", len(c.overrides)).Int("prices", len(c.prices)).Msg("rate-limit policy loaded")
 	return nil
 }
 

@@ -367,3 +367,24 @@ func TestCostReloadKeepsReservedPrice(t *testing.T) {
 		t.Errorf("Cost after the reload = %v, want 6", usd)
 	}
 }
+
+// TestMaxOutputEscrowed: near a completion_tokens limit, a requested maximum output must fit in
+// this replica's share of what remains, as prompts do near token limits; without one the share
+// rule has nothing to share.
+func TestMaxOutputEscrowed(t *testing.T) {
+	st := newMapStore()
+	st.Add("c", "u", t0, hour, 900) // past 0.8 of 1000: 100 left, a share of 34 among 3 replicas
+	l := newTest(t, policy(Limit{Name: "c", Metric: MetricCompletionTokens, Limit: 1000, Window: time.Hour}), st,
+		Options{Now: newClock(t0).Now, Replicas: func() int { return 3 }})
+	_, err := l.Admit("u", "m", Estimate{MaxOutput: 35})
+	var rej *Rejection
+	if !errors.As(err, &rej) || !strings.Contains(rej.Message, "each of 3 replicas may admit at most 34 tokens") {
+		t.Fatalf("max output 35 over a share of 34: got %v, want an escrow refusal", err)
+	}
+	if _, err := l.Admit("u", "m", Estimate{MaxOutput: 34}); err != nil {
+		t.Errorf("max output 34 within the share: %v", err)
+	}
+	if _, err := l.Admit("u", "m", Estimate{}); err != nil {
+		t.Errorf("no max output below the limit: %v", err)
+	}
+}
