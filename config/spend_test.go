@@ -14,20 +14,7 @@ func ptr[T any](v T) *T { return &v }
 // TestSpendConfig: prices and cost_usd limits with calendar windows load from the file, the
 // environment and overrides, which inherit the calendar window of the limit they replace.
 func TestSpendConfig(t *testing.T) {
-	path := writeConfig(t, `
-prices:
-  - {models: ["gpt-4o-mini*"], input: 0.15, cached_input: 0.075, output: 0.60}
-  - {models: ["claude-sonnet-*", "claude-3-7-sonnet*"], input: 3, output: 15}
-rate_limit:
-  enabled: true
-  limits:
-    - {name: monthly-budget, metric: cost_usd, limit: 50, window: calendar_month}
-    - {name: daily-tokens, metric: total_tokens, limit: 1_000_000, window: " calendar_day "}
-    - {name: cents, metric: cost_usd, limit: 0.25, window: 1h}
-  overrides:
-    alice: [{name: monthly-budget, limit: 12.5}]
-`)
-	cfg, _ := mustLoad(t, path, nil)
+	cfg, _ := mustLoad(t, "testdata/spend.yaml", nil)
 	wantPrices := []Price{
 		{Models: []string{"gpt-4o-mini*"}, Input: 0.15, CachedInput: ptr(0.075), Output: 0.60},
 		{Models: []string{"claude-sonnet-*", "claude-3-7-sonnet*"}, Input: 3, Output: 15},

@@ -388,3 +388,39 @@ func TestMaxOutputEscrowed(t *testing.T) {
 		t.Errorf("no max output below the limit: %v", err)
 	}
 }
+
+// FuzzCost: whatever the usage and the prices, a cost is in [0, MaxLimitUSD] in nano-dollars,
+// never falls when a count grows, and the estimate never wraps.
+func FuzzCost(f *testing.F) {
+	f.Add(int64(1000), int64(400), int64(200), 0.15, 0.075, 0.6)
+	f.Add(int64(math.MaxInt64), int64(-1), int64(math.MinInt64), 10000.0, 0.0, 10000.0)
+	f.Add(int64(1<<53), int64(1<<53), int64(1<<53), 1e-9, 5e-10, 9999.999999999)
+	f.Fuzz(func(t *testing.T, prompt, cached, completion int64, in, cin, out float64) {
+		ps, errs := compilePrices([]Price{{Models: []string{"*"}, Input: in, CachedInput: cin, Output: out}})
+		if len(errs) > 0 {
+			if len(ps) != 0 {
+				t.Fatalf("an invalid price compiled: %v", errs)
+			}
+			return // refused: nothing to price
+		}
+		p := ps[0]
+		u := Usage{PromptTokens: prompt, CachedPromptTokens: cached, CompletionTokens: completion}
+		c := p.cost(u)
+		if c < 0 || c > maxNanos {
+			t.Fatalf("cost(%+v) = %d, out of [0, %d]", u, c, int64(maxNanos))
+		}
+		more := u
+		more.CompletionTokens = clampTokens(completion) + 1
+		if p.cost(more) < c {
+			t.Fatalf("one more completion token lowered the cost: %d < %d", p.cost(more), c)
+		}
+		more = u
+		more.PromptTokens = clampTokens(prompt) + 1
+		if p.cost(more) < c {
+			t.Fatalf("one more prompt token lowered the cost: %d < %d", p.cost(more), c)
+		}
+		if e := p.estimate(clampTokens(prompt), clampTokens(completion)); e < 0 || e > maxNanos {
+			t.Fatalf("estimate = %d, out of range", e)
+		}
+	})
+}
