@@ -288,7 +288,7 @@ func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *es
 			reserved := c.need(e.reserve, e.out, r.price)
 			r.entries = append(r.entries, entry{lim: c, start: s.start, size: s.size, reserved: reserved, used: used,
 				resetMs: resetAfter(cur+max(reserved, 1), prev, s),
-				urgent:  float64(used+need) >= l.urgentFraction*float64(c.limit)})
+				urgent:  float64(satAdd(used, need)) >= l.urgentFraction*float64(c.limit)})
 			continue
 		}
 		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, out: e.out, replicas: replicas}
