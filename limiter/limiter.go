@@ -2,7 +2,9 @@
 // settlement of genai-gateway.
 //
 // Each limit counts one metric per user in sliding windows made of two fixed windows aligned to
-// Unix time (see window.go). Admit checks every limit that applies to a request and, if all
+// Unix time (see window.go), or in a fixed UTC calendar day or month (calendar.go). Metrics are
+// tokens, requests, or spend: cost_usd limits count nano-dollars, pricing requests with the
+// policy's prices (price.go). Admit checks every limit that applies to a request and, if all
 // admit it, reserves the estimate at once in the current fixed window of each; the returned
 // Reservation is settled to the true usage when the response ends. Counters live in a Store,
 // in a cluster the replicated CRDT store, so limits hold cluster-wide; near a limit the escrow
