@@ -9,9 +9,13 @@ import (
 // defaultDirectMax is the largest cluster (members, self included) to which
 // a node sends its deltas directly, one UDP packet per peer per batch. Above
 // it deltas go through memberlist's gossip queue, O(log N) per node instead of
-// O(N). Direct sending converges within about one gossip interval; the queue
-// needs several gossip rounds (see BenchmarkConvergence).
-const defaultDirectMax = 16
+// O(N). Direct sending converges within milliseconds, and within a gossip
+// interval for a peer that lost a packet; the queue needs several gossip
+// rounds, and at 10,000 requests/s cannot carry every change (see
+// BenchmarkDissemination and BenchmarkGossipLoad: at 32 and 64 nodes the
+// queue's p99 is seconds). Every node receives every change either way; what
+// direct sending adds is the N-1 packets at the sender.
+const defaultDirectMax = 64
 
 // maxQueued bounds the gossip queue; beyond it the oldest slots are pruned
 // (push/pull repairs what they would have carried).
@@ -55,7 +59,7 @@ func (n *Node) enqueue(ds []slotDelta) {
 // probe packet; must not block.
 func (n *Node) assemble(overhead, limit int) [][]byte {
 	if n.store.dirty.Load() && !n.direct(n.members.alive()) && n.flushMu.TryLock() {
-		n.flushLocked() // put what changed since the last tick on this packet too
+		n.flushLocked(false) // put what changed since the last tick on this packet too
 		n.flushMu.Unlock()
 	}
 	if n.queue.NumQueued() == 0 {
@@ -97,30 +101,77 @@ func (n *Node) sendDirect(ml *memberlist.Memberlist, peers []*memberlist.Node, d
 // flush sends this replica's slots changed since the previous flush:
 // directly to every peer in a small cluster, else through the gossip queue.
 // With no peer the changes are dropped: a joiner learns them by push/pull.
-func (n *Node) flush() {
+// tick is set on the gossip interval's flush, which also sends, a second
+// time, every value sent directly since the previous tick.
+func (n *Node) flush(tick bool) {
 	n.flushMu.Lock()
 	defer n.flushMu.Unlock()
-	n.flushLocked()
+	n.flushLocked(tick)
 }
 
-func (n *Node) flushLocked() {
+func (n *Node) flushLocked(tick bool) {
 	ml := n.ml.Load()
 	if ml == nil {
 		return
 	}
-	ds := n.store.takeDirty(n.dirtyBuf[:0])
-	defer func() { clear(ds); n.dirtyBuf = ds[:0] }()
-	if len(ds) == 0 {
+	fresh := n.store.takeDirty(n.dirtyBuf[:0])
+	defer func() { clear(fresh); n.dirtyBuf = fresh[:0] }()
+	if len(fresh) == 0 && (!tick || len(n.again)+len(n.again2) == 0) {
 		return
 	}
 	peers := n.members.peers(n.cfg.NodeName)
 	switch {
 	case len(peers) == 0:
+		n.again, n.again2 = n.again[:0], n.again2[:0]
 	case n.direct(len(peers) + 1):
-		n.sendDirect(ml, peers, ds)
+		// Every value sent directly goes out three times: at once, and again
+		// with each of the next two gossip intervals' batches (one packet
+		// per peer per interval, however many values it repeats). A packet
+		// lost on the way to one peer (1 % is common) is then repaired
+		// within an interval or two instead of at a push/pull seconds later
+		// (all three lost: one in a million), for the price of bytes more
+		// than packets.
+		if !tick {
+			n.sendDirect(ml, peers, fresh)
+			n.again = append(n.again, fresh...)
+			return
+		}
+		n.sendDirect(ml, peers, n.withAgain(fresh))
+		sentTwice := n.again // now sent twice: once more at the next tick
+		n.again = append(n.again2[:0], fresh...)
+		n.again2 = sentTwice
 	default:
-		n.enqueue(ds)
+		n.enqueue(fresh)
+		n.again, n.again2 = n.again[:0], n.again2[:0]
 	}
+}
+
+// withAgain returns fresh plus the values to send again that fresh does not
+// update (the newest of each); fresh's storage is reused when it has room.
+func (n *Node) withAgain(fresh []slotDelta) []slotDelta {
+	if len(n.again)+len(n.again2) == 0 {
+		return fresh
+	}
+	type slotKey struct {
+		limit, user string
+		start, size int64
+	}
+	seen := make(map[slotKey]struct{}, len(fresh))
+	for _, d := range fresh {
+		seen[slotKey{d.Limit, d.User, d.Start, d.Size}] = struct{}{}
+	}
+	out := fresh
+	for _, again := range [][]slotDelta{n.again, n.again2} { // newest first
+		for i := len(again) - 1; i >= 0; i-- {
+			d := again[i]
+			k := slotKey{d.Limit, d.User, d.Start, d.Size}
+			if _, ok := seen[k]; !ok {
+				seen[k] = struct{}{}
+				out = append(out, d)
+			}
+		}
+	}
+	return out
 }
 
 // direct reports whether a cluster of members nodes gets deltas directly.

@@ -93,6 +93,8 @@ type Node struct {
 
 	flushMu  sync.Mutex
 	dirtyBuf []slotDelta // guarded by flushMu
+	again    []slotDelta // sent directly since the last tick, to send twice more; guarded by flushMu
+	again2   []slotDelta // to send once more at the next tick; guarded by flushMu
 
 	ae      antiEntropy  // pulls under way
 	pullOut chan outPull // pulls for pullLoop to send
@@ -272,14 +274,14 @@ func (n *Node) run() {
 			// An urgent change (AddNow) leaves at once: the sooner peers see a
 			// reservation, the less replicas admit together near a limit. Changes
 			// arriving within gap of it are coalesced into the next packet.
-			n.flush()
+			n.flush(false)
 			select {
 			case <-n.ctx.Done():
 				return
 			case <-time.After(gap):
 			}
 		case <-flush.C:
-			n.flush()
+			n.flush(true)
 		case <-house.C:
 			if d := n.store.sweep(); d > 0 {
 				n.log.Debug().Int("dropped", d).Msg("expired counter keys")
@@ -331,7 +333,7 @@ func (n *Node) stop(ctx context.Context, leave bool) error {
 	defer n.lifeMu.Unlock()
 	var errs []error
 	if ml := n.ml.Load(); ml != nil {
-		n.flush()
+		n.flush(true)
 		if leave {
 			timeout := 5 * time.Second
 			if dl, ok := ctx.Deadline(); ok {

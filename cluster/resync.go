@@ -30,6 +30,9 @@ import (
 // (the periodic push/pull repairs them).
 const resyncQueue = 64
 
+// resyncFanout is how many members, about, resync a joiner.
+const resyncFanout = 16
+
 // resyncReq is a member to exchange full state with.
 type resyncReq struct {
 	addr    string // ip:port
@@ -53,9 +56,12 @@ func (n *Node) memberJoined(name, addr, replica string) {
 // Shutdown. Every new run of a member (a new replica ID) is resynced at once;
 // one run that flaps (dead, alive, dead...) under load is resynced at most
 // once per PushPullInterval, the periodic exchange covering the rest. In a
-// cluster too large for direct deltas, a node resyncs a joiner with
-// probability directMax/members, so that a joiner gets about directMax full
-// states, not one per member.
+// cluster of more than resyncFanout members, a node resyncs a joiner with
+// probability resyncFanout/members, so that a joiner gets about resyncFanout
+// exchanges, not one per member (64 members joining one another would
+// otherwise make 2,000 of them); the others learn of the joiner by
+// memberlist's gossip within a few intervals, and what they sent it in the
+// meantime reaches it again with their next interval's batch (broadcast.go).
 func (n *Node) resyncLoop(ml *memberlist.Memberlist) {
 	defer n.wg.Done()
 	last := map[resyncReq]time.Time{} // run -> its last resync
@@ -73,7 +79,7 @@ func (n *Node) resyncLoop(ml *memberlist.Memberlist) {
 			if _, ok := last[req]; ok {
 				continue
 			}
-			if alive := n.members.alive(); !n.direct(alive) && rand.N(alive) >= n.directMaxOrDefault() {
+			if alive := n.members.alive(); alive > resyncFanout && rand.N(alive) >= resyncFanout {
 				continue
 			}
 			last[req] = start
