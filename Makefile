@@ -46,6 +46,13 @@ bench: ## Go benchmarks (hot paths, convergence, over-admission), then the load 
 bench-load: ## the load run alone: req/s, proxy CPU and +p50 per request vs nginx, allocs (see bench/loadbench.sh)
 	bash bench/loadbench.sh
 
+.PHONY: bench-scale
+bench-scale: ## cluster at scale (issue 14): join with 1M keys, memory per key by writers, 32/64 nodes with 1 % loss (~25 min)
+	$(GO) test -run='^$$' -bench='StoreMemory|StateBytes' -count=$(BENCHCOUNT) -timeout=30m ./cluster/
+	$(GO) test -run='^$$' -bench=JoinMillion -benchtime=3x -count=$(BENCHCOUNT) -timeout=30m ./cluster/
+	$(GO) test -run='^$$' -bench=Dissemination -benchtime=300x -count=$(BENCHCOUNT) -timeout=60m ./cluster/
+	$(GO) test -run='^$$' -bench=GossipLoad -benchtime=3x -count=$(BENCHCOUNT) -timeout=60m ./cluster/
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each
 	@set -e; for pkg in $$($(GO) list ./...); do \
