@@ -201,23 +201,42 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	if sse && (m.hide || m.xl) {
 		size = -1
 	}
+	m.compactBody()
 	m.stream = responseStream{m: m, sse: sse, ok: ok}
 	ctx.Response.SetBodyStream(&m.stream, size)
 	return true, nil
 }
 
+// compactBody gives the pooled request buffer back before a response
+// streams on, keeping a copy of only the body's bytes for the prompt
+// estimate: a stream in flight then holds its request's size, not its
+// buffer's (4 KiB at least, or whatever a larger request grew it to).
+func (m *metered) compactBody() {
+	if m.body == nil || m.body.buf == nil {
+		return
+	}
+	m.est.body = slices.Clone(m.est.body)
+	m.p.releaseBody(m.body)
+	m.body = nil
+}
+
 // whole reads a small response body, meters it and sets it as the answer.
 func (m *metered) whole(ctx *fasthttp.RequestCtx, ok bool, size int) *apiError {
+	// The buffer grows with what arrives, not with what the upstream
+	// declared: a head announcing 1 MiB and sending a byte holds 4 KiB.
 	buf := m.bufs.text[:0]
-	if cap(buf) < size {
-		buf = make([]byte, 0, size)
-	}
-	n, err := io.ReadFull(m.bufs.br, buf[:size])
-	buf = buf[:n]
-	if err != nil {
-		aerr, reason := upstreamFailure(err, true)
-		m.ex.reason, m.ex.err = reason, err
-		return aerr
+	for len(buf) < size {
+		buf = growTo(buf, 1, size)
+		n, err := m.bufs.br.Read(buf[len(buf):min(cap(buf), size)])
+		buf = buf[:len(buf)+n]
+		if err != nil && (len(buf) < size || !errors.Is(err, io.EOF)) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			aerr, reason := upstreamFailure(err, true)
+			m.ex.reason, m.ex.err = reason, err
+			return aerr
+		}
 	}
 	if ok && m.ex.metered {
 		if u, found := m.bodyUsage(buf); found {
@@ -361,6 +380,7 @@ func (s *responseStream) WriteTo(w io.Writer) (int64, error) {
 		}
 		rerr, werr = c.copy(cw, cw.flush)
 		m.meterStream(c)
+		m.bufs.keep(c.ev, c.text, c.tail)
 	default:
 		rerr, werr = m.copyBody(cw, s.ok)
 	}
@@ -506,15 +526,15 @@ func (m *bodyMeter) usage() (usage, bool) {
 	return extractUsage(m.held)
 }
 
-// appendTail appends b to tail, keeping only the last cap(tail) bytes.
+// appendTail appends b to tail, keeping only the last usageTailMax bytes.
 func appendTail(tail, b []byte) []byte {
-	if len(b) >= cap(tail) {
-		return append(tail[:0], b[len(b)-cap(tail):]...)
+	if len(b) >= usageTailMax {
+		return append(growTo(tail[:0], usageTailMax, usageTailMax), b[len(b)-usageTailMax:]...)
 	}
-	if over := len(tail) + len(b) - cap(tail); over > 0 {
+	if over := len(tail) + len(b) - usageTailMax; over > 0 {
 		tail = tail[:copy(tail, tail[over:])]
 	}
-	return append(tail, b...)
+	return append(growTo(tail, len(b), usageTailMax), b...)
 }
 
 func isEventStream(ct []byte) bool {

@@ -17,7 +17,7 @@ import (
 // Request body buffers: pooled up to maxPooledBody, grown with what
 // arrives, never allocated at a declared Content-Length.
 const (
-	initialBodyBuf = 16 << 10
+	initialBodyBuf = 4 << 10
 	maxPooledBody  = 1 << 20
 )
 

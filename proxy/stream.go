@@ -11,14 +11,22 @@ import (
 	"github.com/genai-gateway/genai-gateway/proxy/provider"
 )
 
-// Per-stream buffer sizes. Together they keep a stream in flight under
-// 64 KiB of gateway memory, whatever the upstream sends.
+// Per-stream buffer sizes. The read and write buffers are fixed; the
+// others start small and grow, only as far as their bound, when a stream
+// needs them, so the common stream (small events, usage reported) holds
+// about 10 KiB of them and no stream more than 40 KiB, whatever the
+// upstream sends.
 const (
-	sseReadSize  = 8 << 10  // bufio.Reader over the upstream body
+	sseReadSize  = 4 << 10  // bufio.Reader over the upstream body
 	sseEventMax  = 16 << 10 // one buffered event; larger ones pass through unbuffered
 	textMax      = 8 << 10  // streamed text kept for the tokenizer fallback
 	usageTailMax = 4 << 10  // tail of an oversized event or body scanned for usage
-	outMax       = 16 << 10 // events gathered for one write to the client
+	// outMax is what is gathered for one write to the client: a chunk of
+	// it, with its framing, fits fasthttp's 4 KiB connection buffer, so
+	// each flush is one write(2).
+	outMax  = 4<<10 - 16
+	evStart = 1 << 10 // first size of the event buffer
+	txStart = 512     // first size of the text buffer
 )
 
 // streamBufs are the buffers of one response in flight, pooled per Proxy so
@@ -28,7 +36,7 @@ type streamBufs struct {
 	gather gatherReader // under br for chunked bodies
 	ev     []byte
 	text   []byte
-	tail   []byte
+	tail   []byte // made on first use
 	out    []byte
 	anth   *provider.AnthropicStreamMeter // made on the first Messages stream
 }
@@ -36,11 +44,37 @@ type streamBufs struct {
 func newStreamBufs() *streamBufs {
 	return &streamBufs{
 		br:   bufio.NewReaderSize(nil, sseReadSize),
-		ev:   make([]byte, 0, sseEventMax),
-		text: make([]byte, 0, textMax),
-		tail: make([]byte, 0, usageTailMax),
+		ev:   make([]byte, 0, evStart),
+		text: make([]byte, 0, txStart),
 		out:  make([]byte, 0, outMax),
 	}
+}
+
+// keep stores buffers a stream grew back into b for the next stream, unless
+// they grew past their bound (a translated event may), so the pool never
+// keeps more than the bounds above.
+func (b *streamBufs) keep(ev, text, tail []byte) {
+	if cap(ev) <= sseEventMax {
+		b.ev = ev[:0]
+	}
+	if cap(text) <= textMax {
+		b.text = text[:0]
+	}
+	if cap(tail) <= usageTailMax {
+		b.tail = tail[:0]
+	}
+}
+
+// growTo makes room for n more bytes in b, doubling its capacity but never
+// past limit (callers keep len(b)+n <= limit).
+func growTo(b []byte, n, limit int) []byte {
+	if len(b)+n <= cap(b) {
+		return b
+	}
+	c := min(max(2*cap(b), len(b)+n), max(limit, len(b)+n))
+	nb := make([]byte, len(b), c)
+	copy(nb, b)
+	return nb
 }
 
 // tokenCounter counts the tokens of a piece of generated text (the
@@ -163,7 +197,7 @@ func (c *sseCopier) lineBuffered() bool {
 func (c *sseCopier) addLine(dst io.Writer, line []byte, complete bool) error {
 	blank := !c.midLine && complete && (len(line) == 1 || (len(line) == 2 && line[0] == '\r'))
 	c.midLine = !complete
-	if !c.big && len(c.ev)+len(line) > cap(c.ev) && c.xl != nil {
+	if !c.big && len(c.ev)+len(line) > sseEventMax && c.xl != nil {
 		// A translated event is parsed whole: hold it, up to a bound.
 		if len(c.ev)+len(line) > maxTranslatedEvent {
 			c.failed = errEventTooLarge
@@ -171,7 +205,7 @@ func (c *sseCopier) addLine(dst io.Writer, line []byte, complete bool) error {
 		}
 		c.ev = slices.Grow(c.ev, len(line))
 	}
-	if !c.big && len(c.ev)+len(line) > cap(c.ev) {
+	if !c.big && len(c.ev)+len(line) > sseEventMax {
 		// Too large to hold: send what we have and pass the rest through.
 		c.big = true
 		c.addTail(c.ev)
@@ -191,7 +225,7 @@ func (c *sseCopier) addLine(dst io.Writer, line []byte, complete bool) error {
 		}
 		return nil
 	}
-	c.ev = append(c.ev, line...)
+	c.ev = append(growTo(c.ev, len(line), sseEventMax), line...)
 	if blank {
 		return c.endEvent(dst)
 	}
@@ -255,14 +289,7 @@ func (c *sseCopier) endBig() {
 
 // addTail keeps the last usageTailMax bytes passed through.
 func (c *sseCopier) addTail(b []byte) {
-	if len(b) >= cap(c.tail) {
-		c.tail = append(c.tail[:0], b[len(b)-cap(c.tail):]...)
-		return
-	}
-	if over := len(c.tail) + len(b) - cap(c.tail); over > 0 {
-		c.tail = c.tail[:copy(c.tail, c.tail[over:])]
-	}
-	c.tail = append(c.tail, b...)
+	c.tail = appendTail(c.tail, b)
 }
 
 // observe meters one data payload: usage when it carries some, streamed
@@ -339,15 +366,15 @@ func (c *sseCopier) addText(raw string) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return
 	}
-	if len(c.text)+len(raw) > cap(c.text) {
+	if len(c.text)+len(raw) > textMax {
 		c.countText()
-		if len(raw) > cap(c.text) {
+		if len(raw) > textMax {
 			// A single huge delta: counted as written, escapes included.
 			c.textTokens += c.tokens(unsafeBytes(raw[1 : len(raw)-1]))
 			return
 		}
 	}
-	c.text = appendUnescaped(c.text, raw)
+	c.text = appendUnescaped(growTo(c.text, len(raw), textMax), raw)
 }
 
 func (c *sseCopier) countText() {

@@ -113,8 +113,8 @@ func TestSSETextBounded(t *testing.T) {
 		in.WriteString(`data: {"choices":[{"delta":{"content":"abcdefgh"}}]}` + "\n\n")
 	}
 	_, c := copySSE(t, in.String(), kindChat, true, func(r io.Reader) io.Reader { return r })
-	if cap(c.text) != textMax {
-		t.Errorf("text buffer grew to %d, want %d", cap(c.text), textMax)
+	if cap(c.text) > textMax {
+		t.Errorf("text buffer grew to %d, want at most %d", cap(c.text), textMax)
 	}
 	if got, want := c.completionTokens(), int64(5000*8/4); got != want {
 		t.Errorf("completion tokens (4 bytes a token): got %d, want %d", got, want)

@@ -21,10 +21,17 @@ import (
 
 // Upstream connection settings.
 const (
-	dialTimeout       = 10 * time.Second
-	idleConnTimeout   = 90 * time.Second
-	maxConnsPerHost   = 4096
-	maxResponseHeader = 16 << 10 // response heads larger than this are refused (502)
+	dialTimeout     = 10 * time.Second
+	idleConnTimeout = 90 * time.Second
+	// maxConnsPerHost is not the bound on upstream connections:
+	// max_connections is (a client request holds at most one upstream
+	// connection). At 4096, the 4097th concurrent stream to one upstream
+	// got 502 (BenchmarkHeldStreams).
+	maxConnsPerHost = 1 << 16
+	// maxResponseHeader bounds an upstream's response head (502 past it);
+	// it is also the connection's read buffer, held while a stream is in
+	// flight. Providers send heads of 1 to 3 KiB.
+	maxResponseHeader = 8 << 10
 	upstreamWriteBuf  = 16 << 10
 )
 
