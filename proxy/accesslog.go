@@ -23,8 +23,10 @@ type exchange struct {
 	ttft         time.Duration // first body byte of a 2xx response; -1 = none
 	prompt       int64
 	completion   int64
-	reason       string // upstream error reason label, "" = none
-	err          error  // logged; never holds header values
+	cached       int64   // of prompt, read from the provider's prompt cache
+	costUSD      float64 // priced usage; 0 when unpriced or not metered
+	reason       string  // upstream error reason label, "" = none
+	err          error   // logged; never holds header values
 	requestID    string
 	key          string // name of the gateway key that authenticated it
 }
@@ -49,7 +51,7 @@ func (p *Proxy) finish(ex *exchange) {
 		p.m.upstreamErrors.WithLabelValues(ex.upstream, ex.reason).Inc()
 	}
 	if ex.metered {
-		p.m.addTokens(ex.user, ex.model, ex.prompt, ex.completion)
+		p.m.addTokens(ex.user, ex.model, ex.prompt, ex.completion, ex.costUSD)
 	}
 	ttft := -1.0
 	if ex.ttft >= 0 && ex.metered {
@@ -74,6 +76,8 @@ func (p *Proxy) finish(ex *exchange) {
 		Int("status", ex.status).
 		Int64("prompt_tokens", ex.prompt).
 		Int64("completion_tokens", ex.completion).
+		Int64("cached_tokens", ex.cached).
+		Float64("cost_usd", ex.costUSD).
 		Float64("duration_ms", float64(d.Microseconds())/1000).
 		Str("request_id", ex.requestID)
 	if ex.key != "" {

@@ -281,10 +281,11 @@ func TestAnthropicNativeDefaults(t *testing.T) {
 
 // TestSharedLimit: one total_tokens limit is charged by an OpenAI model
 // and by a Claude model (natively and through translation), and refuses
-// the next request of either once spent.
+// the next request of either once spent. Admission counts the prompt
+// estimate plus max_tokens; settlement corrects to the usage.
 func TestSharedLimit(t *testing.T) {
 	store := newMapStore()
-	pe := newProviderEnv(t, newRealLimiter(t, store, 30, 0))
+	pe := newProviderEnv(t, newRealLimiter(t, store, 40, 0))
 	resp, body := pe.post(t, routeChat, `{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"a b c"}]}`, "user", "sam")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("chat: %d %s", resp.StatusCode, body)

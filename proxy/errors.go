@@ -209,9 +209,16 @@ func errRateLimited(r *limiter.Rejection, maxWait time.Duration) *apiError {
 	h := make(http.Header, 5)
 	h.Set("Retry-After", strconv.FormatInt(secs, 10))
 	h.Set("Retry-After-Ms", strconv.FormatInt(ms, 10))
-	h.Set("X-Ratelimit-Limit-"+typ, strconv.FormatInt(r.LimitValue, 10))
-	h.Set("X-Ratelimit-Remaining-"+typ, strconv.FormatInt(max(r.Remaining, 0), 10))
-	h.Set("X-Ratelimit-Reset-"+typ, formatReset(r.Reset))
+	if r.Metric == limiter.MetricCostUSD {
+		// A budget: in dollars, under names no SDK reads as tokens.
+		h.Set("X-Ratelimit-Limit-Usd", strconv.FormatFloat(limiter.USD(r.LimitValue), 'f', -1, 64))
+		h.Set("X-Ratelimit-Remaining-Usd", strconv.FormatFloat(limiter.USD(max(r.Remaining, 0)), 'f', -1, 64))
+		h.Set("X-Ratelimit-Reset-Usd", formatReset(r.Reset))
+	} else {
+		h.Set("X-Ratelimit-Limit-"+typ, strconv.FormatInt(r.LimitValue, 10))
+		h.Set("X-Ratelimit-Remaining-"+typ, strconv.FormatInt(max(r.Remaining, 0), 10))
+		h.Set("X-Ratelimit-Reset-"+typ, formatReset(r.Reset))
+	}
 	if r.Never || (maxWait > 0 && r.RetryAfter > maxWait) {
 		// Official SDKs honour this: report at once rather than sleep for
 		// an hour, or retry what can never fit.

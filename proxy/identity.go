@@ -133,6 +133,13 @@ func setGatewayLimitHeaders(h *fasthttp.ResponseHeader, res *limiter.Reservation
 	if reqOK {
 		setHeadroom(h, &req, "X-Gateway-Ratelimit-Limit-Requests", "X-Gateway-Ratelimit-Remaining-Requests", "X-Gateway-Ratelimit-Reset-Requests")
 	}
+	if cost, ok := res.TightestCost(); ok { // a budget, in dollars
+		var b [32]byte
+		h.SetBytesV("X-Gateway-Ratelimit-Limit-Usd", strconv.AppendFloat(b[:0], limiter.USD(cost.Limit), 'f', -1, 64))
+		h.SetBytesV("X-Gateway-Ratelimit-Remaining-Usd", strconv.AppendFloat(b[:0], limiter.USD(cost.Remaining), 'f', -1, 64))
+		secs := int64((cost.Reset + time.Second - 1) / time.Second)
+		h.SetBytesV("X-Gateway-Ratelimit-Reset-Usd", append(strconv.AppendInt(b[:0], secs, 10), 's'))
+	}
 }
 
 func setHeadroom(h *fasthttp.ResponseHeader, r *limiter.Headroom, limit, remaining, reset string) {

@@ -265,7 +265,7 @@ func TestLabelCaps(t *testing.T) {
 		}
 	}
 	for i := range maxModels + 5 {
-		e.p.m.addTokens("u1", fmt.Sprintf("model-%d", i), 1, 0)
+		e.p.m.addTokens("u1", fmt.Sprintf("model-%d", i), 1, 0, 0)
 	}
 	if got := testutil.ToFloat64(e.p.m.promptByModel.WithLabelValues("other")); got != 6 {
 		t.Errorf("prompt tokens of model \"other\": got %v, want 6", got)

@@ -56,6 +56,7 @@ type metrics struct {
 	promptTotal, completionTotal, tokensTotal                   prometheus.Counter
 	promptByModel, completionByModel, tokensByModel             *prometheus.CounterVec
 	promptByUserModel, completionByUserModel, tokensByUserModel *prometheus.CounterVec
+	costByUserModel                                             *prometheus.CounterVec // USD, from the configured prices
 
 	requests       *prometheus.CounterVec
 	upstreamInfo   *prometheus.GaugeVec // 1 per configured upstream and its provider
@@ -98,6 +99,7 @@ type tokenCounters struct {
 	user                                        *userSeries // nil for user "other"
 	prompt, completion, total                   prometheus.Counter
 	promptByUser, completionByUser, totalByUser prometheus.Counter
+	costByUser                                  prometheus.Counter
 }
 
 type timingObservers struct{ duration, ttft prometheus.Observer }
@@ -139,6 +141,8 @@ func newMetrics(reg prometheus.Registerer, opts metricsOptions) (*metrics, error
 		promptByUserModel:     vec("prompt_tokens_by_user_by_model_total", "Prompt tokens by user and model.", "user", "model"),
 		completionByUserModel: vec("completion_tokens_by_user_by_model_total", "Completion tokens by user and model.", "user", "model"),
 		tokensByUserModel:     vec("tokens_by_user_by_model_total", "Prompt plus completion tokens by user and model.", "user", "model"),
+		costByUserModel: vec("genai_gateway_cost_usd_total",
+			"Spend in USD by user and model, priced by the configured prices (unpriced models cost 0).", "user", "model"),
 		requests: vec("genai_gateway_requests_total",
 			"Requests by route, model, upstream and status code (499: the client went away).",
 			"route", "model", "upstream", "code"),
@@ -179,7 +183,7 @@ func newMetrics(reg prometheus.Registerer, opts metricsOptions) (*metrics, error
 	for _, c := range []prometheus.Collector{
 		m.promptTotal, m.completionTotal, m.tokensTotal,
 		m.promptByModel, m.completionByModel, m.tokensByModel,
-		m.promptByUserModel, m.completionByUserModel, m.tokensByUserModel,
+		m.promptByUserModel, m.completionByUserModel, m.tokensByUserModel, m.costByUserModel,
 		m.requests, m.duration, m.ttft, m.upstreamErrors, m.inFlight, m.usageClamps, m.upstreamInfo,
 	} {
 		if err := reg.Register(c); err != nil {
@@ -261,7 +265,7 @@ func (m *metrics) modelLabel(model string) string {
 // addTokens counts the usage of one request in the nine token counters.
 // user and model are raw values from the request; prompt and completion
 // are clamped to [0, maxUsageTokens].
-func (m *metrics) addTokens(user, model string, prompt, completion int64) {
+func (m *metrics) addTokens(user, model string, prompt, completion int64, costUSD float64) {
 	prompt, completion = clampTokens(prompt), clampTokens(completion)
 	if prompt == 0 && completion == 0 {
 		return
@@ -288,7 +292,14 @@ func (m *metrics) addTokens(user, model string, prompt, completion int64) {
 	c.promptByUser.Add(p)
 	c.completionByUser.Add(q)
 	c.totalByUser.Add(t)
+	if costUSD > 0 && costUSD <= maxCostUSD { // the limiter clamps; NaN fails both
+		c.costByUser.Add(costUSD)
+	}
 }
+
+// maxCostUSD bounds one request's spend in the metric, as the limiter
+// bounds it.
+const maxCostUSD = 1e9
 
 // counters returns the counters of the safe label values (user, model),
 // capped, creating them if needed. It marks the user seen at now.
@@ -353,6 +364,7 @@ func (m *metrics) newCounters(us *userSeries, user, model string) *tokenCounters
 		promptByUser:     m.promptByUserModel.WithLabelValues(user, model),
 		completionByUser: m.completionByUserModel.WithLabelValues(user, model),
 		totalByUser:      m.tokensByUserModel.WithLabelValues(user, model),
+		costByUser:       m.costByUserModel.WithLabelValues(user, model),
 	}
 	m.tokens[labelPair{user, model}] = c
 	return c
@@ -383,6 +395,7 @@ func (m *metrics) sweep(now int64) {
 			m.promptByUserModel.DeleteLabelValues(user, model)
 			m.completionByUserModel.DeleteLabelValues(user, model)
 			m.tokensByUserModel.DeleteLabelValues(user, model)
+			m.costByUserModel.DeleteLabelValues(user, model)
 		}
 		m.series -= len(us.models)
 		delete(m.users, user)

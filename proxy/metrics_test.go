@@ -130,9 +130,9 @@ func TestMetricsHostileLabels(t *testing.T) {
 	for name, v := range values {
 		t.Run(name, func(t *testing.T) {
 			m, reg := newTestMetrics(t, metricsOptions{})
-			m.addTokens(v, "gpt-4o", 3, 4)
-			m.addTokens("alice", v, 5, 6)
-			m.addTokens(v, v, 1, 1)
+			m.addTokens(v, "gpt-4o", 3, 4, 0)
+			m.addTokens("alice", v, 5, 6, 0)
+			m.addTokens(v, v, 1, 1, 0)
 			m.request(routeChat, v, "up0", 200, 0.1, 0.01)
 			m.usageClamped(v)
 			got := gathered(t, reg, "tokens_by_user_by_model_total")
@@ -188,7 +188,7 @@ func TestMetricsClampTokens(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m, reg := newTestMetrics(t, metricsOptions{})
-			m.addTokens("u", "m", tt.prompt, tt.completion)
+			m.addTokens("u", "m", tt.prompt, tt.completion, 0)
 			p := gathered(t, reg, "prompt_tokens_total")[""]
 			c := gathered(t, reg, "completion_tokens_total")[""]
 			total := gathered(t, reg, "tokens_total")[""]
@@ -237,9 +237,9 @@ func TestMetricsUserCapAndIdle(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	const idle = time.Hour
 	m, reg := newTestMetrics(t, metricsOptions{MaxUsers: 2, UserIdle: idle, Now: clock.Now})
-	m.addTokens("u1", "gpt-4o", 1, 0)
-	m.addTokens("u2", "gpt-4o", 2, 0)
-	m.addTokens("u3", "gpt-4o", 4, 0)
+	m.addTokens("u1", "gpt-4o", 1, 0, 0)
+	m.addTokens("u2", "gpt-4o", 2, 0, 0)
+	m.addTokens("u3", "gpt-4o", 4, 0, 0)
 	want := map[string]float64{"model=gpt-4o,user=u1": 1, "model=gpt-4o,user=u2": 2, "model=gpt-4o,user=other": 4}
 	check := func(step string, want map[string]float64) {
 		t.Helper()
@@ -264,16 +264,16 @@ func TestMetricsUserCapAndIdle(t *testing.T) {
 	check("three users, two slots", want)
 
 	clock.Advance(idle / 2)
-	m.addTokens("u2", "gpt-4o", 8, 0) // u2 stays active
+	m.addTokens("u2", "gpt-4o", 8, 0, 0) // u2 stays active
 	clock.Advance(idle/2 + time.Second)
-	m.addTokens("u3", "gpt-4o", 16, 0)
+	m.addTokens("u3", "gpt-4o", 16, 0, 0)
 	check("u1 idle for longer than UserIdle", map[string]float64{
 		"model=gpt-4o,user=u2": 10, "model=gpt-4o,user=u3": 16, "model=gpt-4o,user=other": 4})
 
 	clock.Advance(idle + time.Second)
-	m.addTokens("u4", "gpt-4o", 32, 0)
-	m.addTokens("u5", "gpt-4o", 64, 0)
-	m.addTokens("u6", "gpt-4o", 128, 0)
+	m.addTokens("u4", "gpt-4o", 32, 0, 0)
+	m.addTokens("u5", "gpt-4o", 64, 0, 0)
+	m.addTokens("u6", "gpt-4o", 128, 0, 0)
 	check("everyone idle, then three new users", map[string]float64{
 		"model=gpt-4o,user=u4": 32, "model=gpt-4o,user=u5": 64, "model=gpt-4o,user=other": 132})
 	if got := gathered(t, reg, "prompt_tokens_by_model_total")["model=gpt-4o"]; got != 255 {
@@ -287,14 +287,14 @@ func TestMetricsIdleThousands(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	m, reg := newTestMetrics(t, metricsOptions{MaxUsers: 10000, UserIdle: time.Minute, Now: clock.Now})
 	for i := range 10000 {
-		m.addTokens("old-"+strconv.Itoa(i), "gpt-4o", 1, 0)
+		m.addTokens("old-"+strconv.Itoa(i), "gpt-4o", 1, 0, 0)
 	}
-	m.addTokens("late", "gpt-4o", 1, 0)
+	m.addTokens("late", "gpt-4o", 1, 0, 0)
 	if got := gathered(t, reg, "prompt_tokens_by_user_by_model_total")["model=gpt-4o,user=other"]; got != 1 {
 		t.Errorf("user 10,001 before the idle time: got %v tokens under other, want 1", got)
 	}
 	clock.Advance(time.Minute + time.Second)
-	m.addTokens("new", "gpt-4o", 1, 0)
+	m.addTokens("new", "gpt-4o", 1, 0, 0)
 	got := gathered(t, reg, "prompt_tokens_by_user_by_model_total")
 	if got["model=gpt-4o,user=new"] != 1 || len(got) != 2 {
 		t.Errorf("got %d series (new: %v), want 2 (new and other)", len(got), got["model=gpt-4o,user=new"])
@@ -312,12 +312,12 @@ func TestMetricsIdleThousands(t *testing.T) {
 // is "other" too.
 func TestMetricsSeriesCap(t *testing.T) {
 	m, reg := newTestMetrics(t, metricsOptions{MaxUsers: 100, MaxSeries: 3})
-	m.addTokens("u1", "m1", 1, 0)
-	m.addTokens("u1", "m2", 2, 0)
-	m.addTokens("u2", "m1", 4, 0)
-	m.addTokens("u1", "m3", 8, 0)  // fourth pair: other
-	m.addTokens("u3", "m1", 16, 0) // new user, no series left: other
-	m.addTokens("u1", "m1", 32, 0) // existing pair still counts as itself
+	m.addTokens("u1", "m1", 1, 0, 0)
+	m.addTokens("u1", "m2", 2, 0, 0)
+	m.addTokens("u2", "m1", 4, 0, 0)
+	m.addTokens("u1", "m3", 8, 0, 0)  // fourth pair: other
+	m.addTokens("u3", "m1", 16, 0, 0) // new user, no series left: other
+	m.addTokens("u1", "m1", 32, 0, 0) // existing pair still counts as itself
 	got := gathered(t, reg, "prompt_tokens_by_user_by_model_total")
 	want := map[string]float64{
 		"model=m1,user=u1": 33, "model=m2,user=u1": 2, "model=m1,user=u2": 4,
@@ -334,7 +334,7 @@ func TestMetricsSeriesCap(t *testing.T) {
 
 	// Models past maxModels: ("other", "other") once the series are full.
 	for i := range maxModels + 5 {
-		m.addTokens("u9", "model-"+strconv.Itoa(i), 1, 0)
+		m.addTokens("u9", "model-"+strconv.Itoa(i), 1, 0, 0)
 	}
 	got = gathered(t, reg, "prompt_tokens_by_user_by_model_total")
 	// m1..m3 took three model slots: 997 are left, 8 models are "other".
@@ -367,7 +367,7 @@ func TestMetricsConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range per {
-				m.addTokens("u"+strconv.Itoa((w*per+i)%200), "m"+strconv.Itoa(i%7), 1, 1)
+				m.addTokens("u"+strconv.Itoa((w*per+i)%200), "m"+strconv.Itoa(i%7), 1, 1, 0)
 				if i%100 == 0 {
 					clock.Advance(200 * time.Millisecond)
 				}
@@ -404,11 +404,11 @@ func TestMetricsConcurrent(t *testing.T) {
 
 func TestMetricsAddTokensAllocs(t *testing.T) {
 	m, _ := newTestMetrics(t, metricsOptions{MaxUsers: 1})
-	m.addTokens("alice", "gpt-4o", 1, 1)
-	m.addTokens("bob", "gpt-4o", 1, 1) // "other"
+	m.addTokens("alice", "gpt-4o", 1, 1, 0)
+	m.addTokens("bob", "gpt-4o", 1, 1, 0) // "other"
 	for _, user := range []string{"alice", "bob"} {
 		t.Run(user, func(t *testing.T) {
-			if got := testing.AllocsPerRun(1000, func() { m.addTokens(user, "gpt-4o", 12, 30) }); got != 0 {
+			if got := testing.AllocsPerRun(1000, func() { m.addTokens(user, "gpt-4o", 12, 30, 0) }); got != 0 {
 				t.Errorf("allocs: got %v, want 0", got)
 			}
 		})
@@ -417,12 +417,12 @@ func TestMetricsAddTokensAllocs(t *testing.T) {
 
 func BenchmarkMetricsAddTokens(b *testing.B) {
 	m, _ := newTestMetrics(b, metricsOptions{MaxUsers: 1})
-	m.addTokens("alice", "gpt-4o", 1, 1)
+	m.addTokens("alice", "gpt-4o", 1, 1, 0)
 	for _, user := range []string{"alice", "carol"} { // carol counts as other
 		b.Run(user, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				m.addTokens(user, "gpt-4o", 12, 30)
+				m.addTokens(user, "gpt-4o", 12, 30, 0)
 			}
 		})
 	}
@@ -447,8 +447,8 @@ func FuzzMetricsLabels(f *testing.F) {
 			t.Fatalf("labelValue(%q): got %q, want it unchanged", user, v)
 		}
 		m, reg := newTestMetrics(t, metricsOptions{MaxUsers: 2, MaxSeries: 2})
-		m.addTokens(user, model, prompt, completion)
-		m.addTokens(model, user, completion, prompt)
+		m.addTokens(user, model, prompt, completion, 0)
+		m.addTokens(model, user, completion, prompt, 0)
 		m.request(routeChat, model, "up0", int(prompt), 0.1, 0.01)
 		m.usageClamped(user)
 		if _, err := reg.Gather(); err != nil {

@@ -133,6 +133,12 @@ type Limiter interface {
 	Usage(user string) []limiter.LimitUsage
 }
 
+// coster prices usage by the configured prices; *limiter.Limiter is one.
+// Optional: a Limiter without it prices nothing (cost 0).
+type coster interface {
+	Cost(model string, u limiter.Usage) (usd float64, priced bool)
+}
+
 // Proxy is the gateway's proxy port. It is safe for concurrent use; two
 // Proxies in one process share nothing.
 type Proxy struct {
@@ -140,6 +146,7 @@ type Proxy struct {
 	upstreams atomic.Pointer[[]*upstream] // swapped whole by SetUpstreams
 	upsMu     sync.Mutex                  // serialises SetUpstreams
 	lim       Limiter
+	cost      coster // lim, when it prices usage
 	log       zerolog.Logger
 	m         *metrics
 	tok       tokenizers
@@ -171,6 +178,7 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 		lim = nil // a typed nil means no limiting too
 	}
 	p := &Proxy{cfg: cfg, lim: lim, log: log.With().Str("component", "proxy").Logger()}
+	p.cost, _ = lim.(coster)
 	p.bodies.max = cfg.MaxInflightBodyBytes
 	p.ids = newRequestIDs()
 	p.auth.Store(cfg.Auth)

@@ -201,5 +201,23 @@ func (e *estimator) estimate() int64 {
 // and a cheap guess, and the exact count only when the bound cannot decide.
 func (e *estimator) limiterEstimate() limiter.Estimate {
 	bound, cheap := promptBound(e.route, e.model, e.body)
-	return limiter.Estimate{Bound: bound, Cheap: cheap, Exact: e.estimate}
+	return limiter.Estimate{Bound: bound, Cheap: cheap, Exact: e.estimate, MaxOutput: maxOutput(e.body)}
+}
+
+// maxOutput is the most output the request asks for: the largest of its
+// top-level max_tokens, max_completion_tokens (chat) and max_output_tokens
+// (Responses), clamped like usage figures; 0 when it names none. One walk
+// of the body's top level, no allocation.
+func maxOutput(body []byte) int64 {
+	var n int64
+	f := newMembers(unsafeString(body))
+	for k, v, ok := f.next(); ok; k, v, ok = f.next() {
+		switch k {
+		case "max_tokens", "max_completion_tokens", "max_output_tokens":
+			if x, _ := tokenFigure(gjson.Parse(v)); x > n {
+				n = x
+			}
+		}
+	}
+	return n
 }

@@ -38,6 +38,7 @@ const maxUsageTokens = 1 << 32
 // each figure in [0, maxUsageTokens].
 type usage struct {
 	prompt, completion int64
+	cached             int64 // of prompt, read from the prompt cache (<= prompt)
 	// clamped is set when a figure was out of range, not an integer, or
 	// not a number at all; prompt and completion then hold the clamped
 	// values. The caller logs it and counts it (metrics.usageClamped).
@@ -57,7 +58,14 @@ func usageFromObject(v gjson.Result) (u usage, ok bool) {
 	}
 	p, pc := tokenField(v, "prompt_tokens", "input_tokens")
 	c, cc := tokenField(v, "completion_tokens", "output_tokens")
-	return usage{prompt: p, completion: c, clamped: pc || cc}, true
+	// Cached prompt tokens (chat: prompt_tokens_details, Responses:
+	// input_tokens_details) only price the prompt: never more than it.
+	d := v.Get("prompt_tokens_details")
+	if !d.Exists() {
+		d = v.Get("input_tokens_details")
+	}
+	k, _ := tokenFigure(d.Get("cached_tokens"))
+	return usage{prompt: p, completion: c, cached: min(k, p), clamped: pc || cc}, true
 }
 
 func tokenField(obj gjson.Result, name, alt string) (n int64, clamped bool) {

@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"github.com/genai-gateway/genai-gateway/limiter"
+)
+
+// spendAnswer is a chat completion whose usage reads 1,000 prompt tokens,
+// 400 of them from the prompt cache, and 500 completion tokens.
+func spendAnswer() []byte {
+	body := `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o",` +
+		`"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":400}}}`
+	return []byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+}
+
+// TestSpend (issue #12): a request is priced from its usage, cached prompt
+// tokens at their own price, into genai_gateway_cost_usd_total and the
+// access log; a dollar budget counts the requested max_tokens at admission,
+// so a request whose output alone could pass the budget is refused before
+// it reaches the upstream, while a smaller one is served.
+func TestSpend(t *testing.T) {
+	u := newRawUpstream(t, func(u *rawUpstream, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, _, err := u.readRequest(br); err != nil {
+				return
+			}
+			if _, err := c.Write(spendAnswer()); err != nil {
+				return
+			}
+		}
+	})
+	pol := limiter.Policy{Enabled: true, MissingUser: limiter.MissingUserReject,
+		Limits: []limiter.Limit{{Name: "budget", Metric: limiter.MetricCostUSD, Limit: limiter.NanoUSD(0.01), Window: time.Hour}},
+		Prices: []limiter.Price{{Models: []string{"gpt-4o*"}, Input: 2, CachedInput: 1, Output: 8}},
+	}
+	lim, err := limiter.New(pol, newMapStore(), limiter.Options{}, zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, Config{Upstreams: []Upstream{{Name: "up0", URL: u.URL, Timeout: time.Minute}}}, lim)
+
+	// 600 uncached x $2 + 400 cached x $1 + 500 output x $8, per million.
+	const want = (600*2.0 + 400*1.0 + 500*8.0) / 1e6
+	resp, body := e.post(t, routeChat, `{"model":"gpt-4o","max_tokens":500,"messages":[{"role":"user","content":"hi"}]}`, "user", "ann")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("first request: %d %s", resp.StatusCode, body)
+	}
+	if got := testutil.ToFloat64(e.p.m.costByUserModel.WithLabelValues("ann", "gpt-4o")); math.Abs(got-want) > 1e-12 {
+		t.Errorf("genai_gateway_cost_usd_total{ann,gpt-4o} = %g, want %g", got, want)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, `"cached_tokens":400`) || !strings.Contains(logs, fmt.Sprintf(`"cost_usd":%v`, want)) {
+		t.Errorf("access log lacks cached_tokens 400 and cost_usd %v:\n%s", want, logs)
+	}
+	if got := resp.Header.Get("X-Gateway-Ratelimit-Limit-Usd"); got != "0.01" {
+		t.Errorf("x-gateway-ratelimit-limit-usd = %q, want 0.01", got)
+	}
+
+	// $0.0044 left: 1,000 output tokens at $8 per million ($0.008) cannot fit.
+	served := u.requests.Load()
+	resp, body = e.post(t, routeChat, `{"model":"gpt-4o","max_completion_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`, "user", "ann")
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("max_completion_tokens 1000 with $0.0044 left: got %d %s, want 429", resp.StatusCode, body)
+	}
+	if u.requests.Load() != served {
+		t.Error("the refused request reached the upstream")
+	}
+	if resp.Header.Get("X-Ratelimit-Limit-Usd") != "0.01" || resp.Header.Get("X-Ratelimit-Limit-Tokens") != "" {
+		t.Errorf("429 headers: limit-usd %q, limit-tokens %q; want the budget in dollars only",
+			resp.Header.Get("X-Ratelimit-Limit-Usd"), resp.Header.Get("X-Ratelimit-Limit-Tokens"))
+	}
+	resp, body = e.post(t, routeChat, `{"model":"gpt-4o","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`, "user", "ann")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("max_tokens 10 with $0.0044 left: got %d %s, want 200", resp.StatusCode, body)
+	}
+}
+
+func TestMaxOutput(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want int64
+	}{
+		{`{"model":"m"}`, 0},
+		{`{"model":"m","max_tokens":16}`, 16},
+		{`{"max_tokens":16,"max_completion_tokens":64}`, 64},
+		{`{"max_output_tokens":2048,"input":"x"}`, 2048},
+		{`{"max_tokens":-5}`, 0},
+		{`{"max_tokens":1e300}`, maxUsageTokens},
+		{`{"max_tokens":"many"}`, 0},
+		{`{"messages":[{"max_tokens":99}]}`, 0}, // only the top level counts
+	} {
+		if got := maxOutput([]byte(tc.body)); got != tc.want {
+			t.Errorf("maxOutput(%s) = %d, want %d", tc.body, got, tc.want)
+		}
+	}
+}
+
+func TestUsageCachedTokens(t *testing.T) {
+	for _, tc := range []struct {
+		body         string
+		cached, want int64
+	}{
+		{`{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":4}}}`, 4, 10},
+		{`{"usage":{"input_tokens":10,"output_tokens":1,"input_tokens_details":{"cached_tokens":7}}}`, 7, 10},
+		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99}}}`, 10, 10}, // never more than the prompt
+		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":-3}}}`, 0, 10},
+		{`{"usage":{"prompt_tokens":10}}`, 0, 10},
+	} {
+		u, ok := extractUsage([]byte(tc.body))
+		if !ok || u.cached != tc.cached || u.prompt != tc.want {
+			t.Errorf("extractUsage(%s) = %+v, %v; want cached %d of prompt %d", tc.body, u, ok, tc.cached, tc.want)
+		}
+	}
+}
