@@ -32,6 +32,7 @@ type metered struct {
 	hide bool // the client did not ask for the usage chunk: drop it
 	who  caller
 	up   *upstream
+	path string // the upstream path: the route, or the cleaned path of another JSON POST
 	send []byte // the body sent upstream
 	// xl is set when a chat request goes to an anthropic upstream:
 	// translated to the Messages API, its answer translated back.
@@ -46,11 +47,12 @@ type metered struct {
 	cw     coalescer
 }
 
-// serveMetered handles a POST to a metered route. It reports whether the
-// response goes on as a stream after the handler returns; the stream then
-// ends the request (end).
-func (p *Proxy) serveMetered(ctx *fasthttp.RequestCtx, route string, query []byte, c caller, rid string) (async bool) {
-	m := &metered{p: p, who: c, ex: exchange{start: time.Now(), route: route, method: fasthttp.MethodPost, path: route,
+// serveMetered handles a POST to a metered route, or (route routeOther) any
+// other JSON POST under /v1/ to path. It reports whether the response goes
+// on as a stream after the handler returns; the stream then ends the
+// request (end).
+func (p *Proxy) serveMetered(ctx *fasthttp.RequestCtx, route, path string, query []byte, c caller, rid string) (async bool) {
+	m := &metered{p: p, who: c, path: path, ex: exchange{start: time.Now(), route: route, method: fasthttp.MethodPost, path: path,
 		metered: route != routeCountTokens, ttft: -1, user: c.user, requestID: rid, key: c.id.KeyName}}
 	var aerr *apiError
 	if m.body, aerr = p.readBody(ctx); aerr != nil {
@@ -84,6 +86,13 @@ func (m *metered) prepare(route string) *apiError {
 	}
 	js := unsafeString(body)
 	model := gjson.Get(js, "model")
+	if route == routeOther && !model.Exists() {
+		// No model (batches, vector stores, ...): the first upstream
+		// takes it, unlimited and unmetered, as it takes uploads.
+		m.up, m.send, m.ex.metered = p.ups()[0], body, false
+		m.ex.upstream, m.ex.provider = m.up.Name, m.up.kind.String()
+		return nil
+	}
 	if model.Type != gjson.String || model.Str == "" {
 		return errMissingModel()
 	}
@@ -137,7 +146,7 @@ func (m *metered) prepare(route string) *apiError {
 func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, aerr *apiError) {
 	up := m.up
 	req := fasthttp.AcquireRequest()
-	path := m.ex.route
+	path := m.path
 	if m.xl {
 		path = routeMessages
 	}

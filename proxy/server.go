@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"strings"
 	"net"
 	"strconv"
 	"sync"
@@ -42,9 +43,12 @@ func (p *Proxy) Server() *fasthttp.Server {
 	}
 }
 
-// Serve handles one request of the proxy port: the metered routes, every
-// other /v1/ path (forwarded unmetered to the first upstream), /healthz and
-// /readyz. Safe for concurrent use.
+// Serve handles one request of the proxy port: the metered routes; every
+// other JSON POST under /v1/ (images, audio, moderations, ...), routed by
+// its model, limited by requests limits and metered where its answer
+// reports usage; every other /v1/ request (uploads, GETs, JSON without a
+// model), forwarded to the first upstream; /healthz and /readyz. Safe for
+// concurrent use.
 func (p *Proxy) Serve(ctx *fasthttp.RequestCtx) {
 	raw := ctx.Request.Header.RequestURI()
 	switch string(raw) {
@@ -95,12 +99,14 @@ func (p *Proxy) Serve(ctx *fasthttp.RequestCtx) {
 	}
 	switch {
 	case route != "":
-		async = p.serveMetered(ctx, route, query, c, rid)
+		async = p.serveMetered(ctx, route, route, query, c, rid)
+	case method == fasthttp.MethodPost && isV1(clean) && isJSON(ctx.Request.Header.ContentType()):
+		async = p.serveMetered(ctx, routeOther, clean, query, c, rid)
 	case clean == "/usage" && method == fasthttp.MethodGet:
 		p.serveUsage(ctx, c)
 	case clean == "/v1/models" && method == fasthttp.MethodGet:
 		p.serveModels(ctx, query, c, rid)
-	case len(clean) > len("/v1/") && clean[:len("/v1/")] == "/v1/":
+	case isV1(clean):
 		async = p.passthrough(ctx, clean, query, c, rid)
 	default:
 		ex := exchange{start: time.Now(), route: routeOther, method: method, path: clean, requestID: rid}
@@ -165,6 +171,16 @@ func (p *Proxy) serveModels(ctx *fasthttp.RequestCtx, query []byte, c caller, ri
 func (p *Proxy) done() {
 	p.m.inFlight.Dec()
 	p.inflight.done()
+}
+
+func isV1(p string) bool { return len(p) > len("/v1/") && p[:len("/v1/")] == "/v1/" }
+
+// isJSON reports whether a Content-Type names JSON (application/json, with
+// or without parameters).
+func isJSON(ct []byte) bool {
+	const js = "application/json"
+	return len(ct) >= len(js) && strings.EqualFold(string(ct[:len(js)]), js) &&
+		(len(ct) == len(js) || ct[len(js)] == ';' || ct[len(js)] == ' ')
 }
 
 func meteredRoute(p string) string {
