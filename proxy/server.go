@@ -2,9 +2,9 @@ package proxy
 
 import (
 	"errors"
-	"strings"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
