@@ -8,7 +8,7 @@ import (
 	"io"
 )
 
-// Wire format, version 2. Every integer is a varint; every string is a
+// Wire format, version 1. Every integer is a varint; every string is a
 // uvarint length followed by that many bytes, with a fixed upper bound.
 //
 //	header  = version:byte flags:byte sentAt:zigzag-varint(unix ms) sender:string
@@ -17,11 +17,15 @@ import (
 //
 // flags holds the relay bit and the message kind (bits 1-2): a delta, or one
 // of the anti-entropy messages of codec_ae.go (a digest, a pull request, a
-// chunk of buckets). Entries run to the end of the message; there is no
+// chunk of buckets). Deltas are unchanged since the first release, whose
+// decoders ignore the kind bits: during a rolling upgrade deltas flow both
+// ways, and only anti-entropy waits until both ends run this version (the
+// older full state and the newer digest refuse each other, counted as
+// malformed). Entries run to the end of the message; there is no
 // count, so a decoder never allocates from a claimed size. An empty replica
 // means the sender's. A delta message is one UDP packet.
 const (
-	wireVersion = 2
+	wireVersion = 1
 	flagRelay   = 1 << 0 // receivers pass newer slots on through their gossip queue
 	kindShift   = 1
 	kindMask    = 3 << kindShift

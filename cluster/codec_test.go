@@ -43,7 +43,7 @@ func TestDecodeDeltasErrors(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, errMalformed},
-		{"version 3", append([]byte{3}, good[0][1:]...), errVersion},
+		{"version 2", append([]byte{2}, good[0][1:]...), errVersion},
 		{"a digest", appendDigest(nil, header{Sender: "s"}, make([]bucketDigest, numBuckets)), errMalformed},
 		{"no sender", []byte{wireVersion, 0, 2, 0}, errMalformed},
 		{"truncated", good[0][:len(good[0])-1], errMalformed},

@@ -46,7 +46,7 @@ type Config struct {
 	SecretKey []byte   // 16, 24 or 32 bytes: AES-GCM gossip, plaintext refused; nil = none
 
 	GossipInterval   time.Duration // delta flush and gossip period; default 100ms
-	PushPullInterval time.Duration // full-state anti-entropy period; default 5s
+	PushPullInterval time.Duration // anti-entropy (digest exchange) period; default 5s
 	// FlushGap: a change added with AddNow is sent at once, then changes are
 	// coalesced for this long; 0 = 5ms, negative = send only every
 	// GossipInterval. Changes added with Add always wait for GossipInterval.
@@ -226,7 +226,7 @@ func (n *Node) memberlistConfig() (*memberlist.Config, error) {
 	mc.GossipInterval = n.cfg.GossipInterval
 	mc.PushPullInterval = n.cfg.PushPullInterval
 	mc.DeadNodeReclaimTime = 10 * time.Second // a restarted pod may come back on a new IP
-	// Our full state is DEFLATEd already and our deltas are compact varints;
+	// Our digests are random bytes, our chunks DEFLATEd and our deltas compact varints;
 	// memberlist's LZW would compress push/pull streams again, unconditionally
 	// (and grow them).
 	mc.EnableCompression = false
@@ -300,8 +300,9 @@ func (n *Node) Store() *Store { return n.store }
 // ReplicaID returns this run's replica ID: node name + "/" + nonce.
 func (n *Node) ReplicaID() string { return n.replica }
 
-// Ready reports whether the node has exchanged full state with a peer, or
-// has no peer to wait for (Join empty). Until then its counters may miss
+// Ready reports whether the node has pulled from a peer every bucket in
+// which the peer held more (antientropy.go), or has no peer to wait for
+// (Join empty). Until then its counters may miss
 // usage recorded elsewhere.
 func (n *Node) Ready() bool { return n.ready.Load() }
 

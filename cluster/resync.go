@@ -22,9 +22,9 @@ import (
 // that, after its join.)
 //
 // So when a member turns alive, and this node was ready before, the node
-// exchanges full state with it at once: what changed before the node knew
-// of the joiner is in that state, taken after; what changes afterwards goes
-// to the joiner as deltas.
+// runs an anti-entropy exchange with it at once: what changed before the
+// node knew of the joiner differs between their digests, taken after, and is
+// pulled; what changes afterwards goes to the joiner as deltas.
 
 // resyncQueue bounds the joins waiting for a push/pull; more are dropped
 // (the periodic push/pull repairs them).
@@ -33,7 +33,7 @@ const resyncQueue = 64
 // resyncFanout is how many members, about, resync a joiner.
 const resyncFanout = 16
 
-// resyncReq is a member to exchange full state with.
+// resyncReq is a member to run an anti-entropy exchange with.
 type resyncReq struct {
 	addr    string // ip:port
 	replica string // its replica ID (memberlist metadata); "" from an older node
@@ -86,10 +86,10 @@ func (n *Node) resyncLoop(ml *memberlist.Memberlist) {
 			addr := req.addr
 			if _, err := ml.Join([]string{addr}); err != nil {
 				delete(last, req) // a later event of this run may retry
-				n.log.Debug().Err(err).Str("address", addr).Msg("full-state exchange with a joined member")
+				n.log.Debug().Err(err).Str("address", addr).Msg("anti-entropy exchange with a joined member")
 				continue
 			}
-			n.log.Debug().Str("address", addr).Dur("took", time.Since(start)).Msg("full state exchanged with a joined member")
+			n.log.Debug().Str("address", addr).Dur("took", time.Since(start)).Msg("anti-entropy exchange with a joined member done")
 		}
 	}
 }

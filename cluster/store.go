@@ -347,14 +347,14 @@ func (s *Store) buckets(want func(b int) bool, yield func([]slotDelta) bool) {
 	var buf []slotDelta
 	var slots []Slot
 	for i := range s.shards {
-		any := false
+		wanted := false
 		for j := range bucketsPerShard {
 			if want(j*numShards + i) {
-				any = true
+				wanted = true
 				break
 			}
 		}
-		if !any {
+		if !wanted {
 			continue
 		}
 		sh := &s.shards[i]
