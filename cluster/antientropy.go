@@ -314,12 +314,14 @@ func (n *Node) answer(ml *memberlist.Memberlist, a answer) (chunks, slots int, e
 		return chunks, slots, err
 	}
 	if pending != nil && len(enc.raw) == 0 {
-		return chunks + 1, slots, send(pending, true)
+		err = send(pending, true)
+		return chunks, slots, err
 	}
 	if pending != nil {
-		if err := send(pending, false); err != nil {
+		if err = send(pending, false); err != nil {
 			return chunks, slots, err
 		}
 	}
-	return chunks + 1, slots, send(enc.raw, true)
+	err = send(enc.raw, true)
+	return chunks, slots, err
 }

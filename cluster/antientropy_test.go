@@ -134,3 +134,30 @@ func TestNameTablesCompact(t *testing.T) {
 		t.Errorf("Sum of a kept key = %d, want 4", got)
 	}
 }
+
+// TestJoinerReadyAfterEveryChunk: a joiner turns Ready only once every
+// chunk of its seed's answer is merged, however many chunks it takes.
+func TestJoinerReadyAfterEveryChunk(t *testing.T) {
+	t.Parallel()
+	seed := startNode(t, func() Config {
+		c := testConfig("chunks-seed")
+		c.chunkRaw = 2 << 10 // about fifty slots a chunk
+		return c
+	}())
+	w := window()
+	const keys = 2000
+	for u := range keys {
+		seed.Store().Add("l", fmt.Sprintf("user-%d", u), w, minute, int64(u+1))
+	}
+	cfg := testConfig("chunks-joiner")
+	cfg.Join = []string{seed.addr()}
+	cfg.PushPullInterval = 30 * time.Second
+	j := startNode(t, cfg)
+	waitFor(t, waitLong, "joiner ready", j.Ready)
+	if got := j.Store().Len(); got != keys {
+		t.Fatalf("joiner keys at Ready = %d, want %d", got, keys)
+	}
+	if got := j.Store().Sum("l", "user-1999", w, minute); got != keys {
+		t.Errorf("joiner Sum at Ready = %d, want %d", got, keys)
+	}
+}
