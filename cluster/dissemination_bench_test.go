@@ -134,7 +134,16 @@ func BenchmarkDissemination(b *testing.B) {
 						return true
 					})
 					if now.After(deadline) {
-						b.Fatalf("%d writes never converged", len(pending))
+						p := pending[0]
+						var missing []string
+						for i, ok := range p.seen {
+							if !ok {
+								nd := nodes[i]
+								missing = append(missing, fmt.Sprintf("%d (sees %d alive, ready %v, %d pulls)",
+									i, nd.members.alive(), nd.Ready(), len(nd.ae.pulls)))
+							}
+						}
+						b.Fatalf("%d writes never converged; the first, %s, misses on %v", len(pending), p.user, missing)
 					}
 					time.Sleep(time.Millisecond)
 				}
