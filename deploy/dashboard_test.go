@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -29,12 +30,18 @@ type templateVar struct {
 }
 
 type panel struct {
-	ID         int            `json:"id"`
-	Type       string         `json:"type"`
-	Title      string         `json:"title"`
-	GridPos    map[string]int `json:"gridPos"`
-	Datasource map[string]any `json:"datasource"`
-	Targets    []struct {
+	ID          int            `json:"id"`
+	Type        string         `json:"type"`
+	Title       string         `json:"title"`
+	GridPos     map[string]int `json:"gridPos"`
+	Datasource  map[string]any `json:"datasource"`
+	TimeFrom    string         `json:"timeFrom"` // the panel's own relative time range ("now/d": today so far)
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
+	Targets []struct {
 		RefID        string `json:"refId"`
 		Expr         string `json:"expr"`
 		LegendFormat string `json:"legendFormat"`
@@ -196,6 +203,14 @@ func TestDashboardAndRulesStatic(t *testing.T) {
 		}
 	}
 	walk(d.Panels)
+	// No two panels of the top level share a cell of the grid, so none hides another.
+	for i, p := range d.Panels {
+		for _, q := range d.Panels[i+1:] {
+			if overlap(p.GridPos, q.GridPos) {
+				t.Errorf("panels %q %v and %q %v overlap on the grid", p.Title, p.GridPos, q.Title, q.GridPos)
+			}
+		}
+	}
 
 	queries := dashboardQueries(t, d)
 	if len(queries) < 20 {
@@ -211,11 +226,11 @@ func TestDashboardAndRulesStatic(t *testing.T) {
 		}
 	}
 	// The issue's panels: tokens by model and user, requests by code, latency and TTFT,
-	// rate limiting, cluster members and gossip.
+	// rate limiting, cluster members and gossip, spend.
 	for _, n := range []string{"tokens_by_model_total", "tokens_by_user_by_model_total", "genai_gateway_requests_total",
 		"genai_gateway_request_duration_seconds_bucket", "genai_gateway_time_to_first_token_seconds_bucket",
 		"genai_gateway_rate_limited_requests_total", "genai_gateway_cluster_members", "genai_gateway_gossip_bytes_total",
-		"genai_gateway_gossip_messages_total", "genai_gateway_gossip_dropped_messages_total"} {
+		"genai_gateway_gossip_messages_total", "genai_gateway_gossip_dropped_messages_total", "genai_gateway_cost_usd_total"} {
 		if !read[n] {
 			t.Errorf("dashboard: no panel reads %s", n)
 		}
@@ -234,5 +249,116 @@ func TestDashboardAndRulesStatic(t *testing.T) {
 		if !strings.Contains(e, `job="genai-gateway"`) {
 			t.Errorf("rule %s: want it restricted to job=\"genai-gateway\"", name)
 		}
+	}
+}
+
+// overlap reports whether two gridPos rectangles share a cell.
+func overlap(a, b map[string]int) bool {
+	return a["x"] < b["x"]+b["w"] && b["x"] < a["x"]+a["w"] && a["y"] < b["y"]+b["h"] && b["y"] < a["y"]+a["h"]
+}
+
+// rowPanels returns the panels under the top-level row titled title, up to the next row, or
+// nil when the dashboard has no such row.
+func rowPanels(d dashboard, title string) []panel {
+	var row *panel
+	for i, p := range d.Panels {
+		if p.Type == "row" && p.Title == title {
+			row = &d.Panels[i]
+		}
+	}
+	if row == nil {
+		return nil
+	}
+	if len(row.Panels) > 0 { // collapsed: the row holds them
+		return row.Panels
+	}
+	end := math.MaxInt
+	for _, p := range d.Panels {
+		if y := p.GridPos["y"]; p.Type == "row" && y > row.GridPos["y"] && y < end {
+			end = y
+		}
+	}
+	var out []panel
+	for _, p := range d.Panels {
+		if y := p.GridPos["y"]; p.Type != "row" && y > row.GridPos["y"] && y < end {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// costMetric is the spend counter, in US dollars by user and model.
+const costMetric = "genai_gateway_cost_usd_total"
+
+// costRead matches the spend counter read the way a counter must be read: through rate or
+// increase over a range.
+var costRead = regexp.MustCompile(`\b(rate|increase)\(` + costMetric + `\{[^}]*\}\[[^\]]+\]\)`)
+
+// TestDashboardSpendRow checks the spend row issue #12 asks for: spend per user and per model
+// over time, the top spenders and the spend of today, every figure in dollars. Each of its
+// queries is also run against a live Prometheus by TestMonitoringLive, like every panel.
+func TestDashboardSpendRow(t *testing.T) {
+	d := loadDashboard(t)
+	ps := rowPanels(d, "Spend")
+	if len(ps) == 0 {
+		t.Fatal(`dashboard: no row "Spend" with panels`)
+	}
+	type want struct {
+		what string
+		ok   func(p panel, expr string) bool
+	}
+	groups := func(expr string, labels ...string) bool {
+		return slices.Equal(groupingLabels(expr), labels)
+	}
+	wants := []want{
+		{"spend per user over time (rate by user, a time series)", func(p panel, e string) bool {
+			return p.Type == "timeseries" && groups(e, "user") && strings.Contains(e, "rate(")
+		}},
+		{"spend per model over time (rate by model, a time series)", func(p panel, e string) bool {
+			return p.Type == "timeseries" && groups(e, "model") && strings.Contains(e, "rate(")
+		}},
+		{"top spenders (topk of the increase by user over the time range)", func(p panel, e string) bool {
+			return strings.HasPrefix(e, "topk(") && groups(e, "user") && strings.Contains(e, "increase(") &&
+				strings.Contains(e, "[$__range]")
+		}},
+		{"spend today (the increase over the panel's range, today so far)", func(p panel, e string) bool {
+			return p.TimeFrom == "now/d" && strings.Contains(e, "increase(") && strings.Contains(e, "[$__range]")
+		}},
+	}
+	found := make([]bool, len(wants))
+	for _, p := range ps {
+		if p.FieldConfig.Defaults.Unit != "currencyUSD" {
+			t.Errorf("panel %q: unit %q, want currencyUSD", p.Title, p.FieldConfig.Defaults.Unit)
+		}
+		for _, tg := range p.Targets {
+			e := tg.Expr
+			if got := metricNames(e); !slices.Equal(got, []string{costMetric}) {
+				t.Errorf("panel %q %s: reads %v, want %s alone", p.Title, tg.RefID, got, costMetric)
+			}
+			if n, m := strings.Count(e, costMetric), len(costRead.FindAllString(e, -1)); n != m {
+				t.Errorf("panel %q %s: %q reads the counter %d times, %d of them through rate or increase over a range; want all",
+					p.Title, tg.RefID, e, n, m)
+			}
+			// A rate is dollars per second: shown per hour, the figure people budget with.
+			if strings.Contains(e, "rate(") != (strings.Contains(e, "3600 *") && strings.Contains(p.Title, "per hour")) {
+				t.Errorf("panel %q %s: %q; want a rate shown as 3600 * rate with \"per hour\" in the title, and only a rate", p.Title, tg.RefID, e)
+			}
+			if strings.Contains(e, "increase(") && !tg.Instant {
+				t.Errorf("panel %q %s: an increase over the range, want an instant query", p.Title, tg.RefID)
+			}
+			for i, w := range wants {
+				if w.ok(p, e) {
+					found[i] = true
+				}
+			}
+		}
+	}
+	for i, w := range wants {
+		if !found[i] {
+			t.Errorf("spend row: no panel shows %s", w.what)
+		}
+	}
+	if !slices.ContainsFunc(ps, func(p panel) bool { return p.TimeFrom == "now/M" }) {
+		t.Error(`spend row: no panel shows the month so far (timeFrom "now/M"), the window of a monthly budget`)
 	}
 }

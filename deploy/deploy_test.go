@@ -61,6 +61,7 @@ var contractMetrics = map[string]string{ // name -> type
 	"genai_gateway_counter_keys":                     "gauge",
 	"genai_gateway_gossip_queue_depth":               "gauge",
 	"genai_gateway_clock_skew_seconds":               "gauge",
+	"genai_gateway_cost_usd_total":                   "counter",
 }
 
 // prometheusBuiltins are series Prometheus makes itself, not read from a target.

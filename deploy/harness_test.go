@@ -98,6 +98,8 @@ drain_timeout: 2s
 upstreams:
   - {name: mock, url: "http://%s", models: ["mock-*"], timeout: 30s}
   - {name: dead, url: "http://%s", models: ["dead-*"], timeout: 5s}
+prices: # $0.001 a token both ways, so spend is tokens / 1000
+  - {models: ["mock-*"], input: 1000, output: 1000}
 rate_limit:
   enabled: true
   user_header: user

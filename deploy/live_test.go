@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -21,7 +22,7 @@ import (
 // the Prometheus files; then mockllm, three clustered replicas and a Prometheus that scrapes
 // them every second with the alert rules loaded. After known traffic, every query of the
 // dashboard and every operand of every alert returns data, every metric they read is exported,
-// and the token counters add up to what was sent.
+// and the token and spend counters add up to what was sent.
 func TestMonitoringLive(t *testing.T) {
 	prometheus, promtool := requirePrometheus(t)
 	t.Run("promtool", func(t *testing.T) {
@@ -67,8 +68,9 @@ func TestMonitoringLive(t *testing.T) {
 			body: `{"model":"mock-instruct","prompt":"red green blue","max_tokens":5}`},
 		{replica: r3, path: "/v1/embeddings", user: "bob", model: "mock-embed", status: 200, tokens: 6,
 			body: `{"model":"mock-embed","input":"a b c d e f"}`},
-		// carol's one request is admitted on its prompt and settles above the limit
-		chat(r1, "carol", "mock-chat", "carol asks one long question", tokenLimit, false),
+		// carol's one request is admitted on its estimate (prompt and max_tokens) and leaves
+		// her too little for another: any replica that has her usage refuses the next
+		chat(r1, "carol", "mock-chat", "carol asks one long question", tokenLimit-15, false),
 		// an upstream nobody listens on: 502 and an upstream error, no tokens
 		{replica: r2, path: "/v1/chat/completions", user: "dave", model: "dead-model", status: 502,
 			body: `{"model":"dead-model","messages":[{"role":"user","content":"anyone there"}]}`},
@@ -171,6 +173,20 @@ func TestMonitoringLive(t *testing.T) {
 		} {
 			if v, err := scalarOf(prom, e); err != nil || v != float64(total) {
 				t.Errorf("%s: got %v (err %v), want %d", e, v, err, total)
+			}
+		}
+		// Spend is priced at $0.001 a token (startCluster's prices): tokens / 1000 per user.
+		s, err = query(prom, `sum by (user) (genai_gateway_cost_usd_total{job="genai-gateway"})`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spent := map[string]float64{}
+		for _, x := range s {
+			spent[x.Metric["user"]] = x.value()
+		}
+		for user, tokens := range wantTokens {
+			if want := float64(tokens) / 1000; math.Abs(spent[user]-want) > 1e-9 {
+				t.Errorf("spend of %s: got $%v, want $%v (all: %v)", user, spent[user], want, spent)
 			}
 		}
 		// The replicas' own /metrics say the same.
