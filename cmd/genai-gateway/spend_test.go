@@ -248,8 +248,8 @@ func TestDollarBudgetThreeReplicas(t *testing.T) {
 
 // BenchmarkDollarBudgetOverAdmission measures, as BenchmarkOverAdmission does for tokens and
 // requests, how far three replicas flooded at once overshoot one user's dollar budget: dollars
-// served / budget, with the proxy's estimate counting the prompt only (max_tokens not yet passed
-// to the limiter) and settlement pricing the true usage.
+// served / budget, with the proxy's estimate counting the prompt and the request's max_tokens
+// (priced at the input and output prices) and settlement pricing the true usage.
 //
 //	go test -run '^$' -bench DollarBudget -benchtime=5x ./cmd/genai-gateway/
 func BenchmarkDollarBudgetOverAdmission(b *testing.B) {
