@@ -78,7 +78,9 @@ func scaleCluster(b *testing.B, n int, mode string, loss float64, packets *atomi
 // time until every node sees the change (goal: p99 <= 300 ms). Writes are
 // pipelined, one every 25 ms (-cluster.writeevery), one per b.N: run with
 // -benchtime=300x. All nodes share this process's cores: cpu-cores says how
-// much CPU it got (idle-cpu-cores: the cluster's own, before the writes).
+// much CPU it got (idle-cpu-cores: the cluster's own, before the writes), and
+// min-alive the fewest members any node held alive (a starved member declared
+// dead gets no deltas until it is back).
 func BenchmarkDissemination(b *testing.B) {
 	for _, mode := range []string{"default", "gossip", "direct"} {
 		for _, n := range []int{32, 64} {
@@ -94,6 +96,7 @@ func BenchmarkDissemination(b *testing.B) {
 				}
 				var pending []*write
 				var lat []time.Duration
+				minAlive := n // fewest members any node held alive during the writes
 				time.Sleep(3 * time.Second) // let the joins settle
 				cpu0, wall0 := processCPU(), time.Now()
 				time.Sleep(3 * time.Second) // the cluster's own cost, idle
@@ -145,10 +148,16 @@ func BenchmarkDissemination(b *testing.B) {
 						}
 						b.Fatalf("%d writes never converged; the first, %s, misses on %v", len(pending), p.user, missing)
 					}
+					if issued%20 == 0 {
+						for _, nd := range nodes {
+							minAlive = min(minAlive, nd.members.alive())
+						}
+					}
 					time.Sleep(time.Millisecond)
 				}
 				b.StopTimer()
 				b.ReportMetric(idle, "idle-cpu-cores")
+				b.ReportMetric(float64(minAlive), "min-alive")
 				b.ReportMetric((processCPU()-cpu0).Seconds()/time.Since(wall0).Seconds(), "cpu-cores")
 				slices.Sort(lat)
 				pct := func(p float64) float64 {
