@@ -96,7 +96,7 @@ func BenchmarkDissemination(b *testing.B) {
 				}
 				var pending []*write
 				var lat []time.Duration
-				minAlive := n // fewest members any node held alive during the writes
+				minAlive := n               // fewest members any node held alive during the writes
 				time.Sleep(3 * time.Second) // let the joins settle
 				cpu0, wall0 := processCPU(), time.Now()
 				time.Sleep(3 * time.Second) // the cluster's own cost, idle
