@@ -36,9 +36,19 @@ func (h *handler) chat(w http.ResponseWriter, r *http.Request, req *request) {
 	b = appendInt(b, h.opts.Now().Unix())
 	b = append(b, `,"model":`...)
 	b = appendString(b, req.Model)
-	b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":"`...)
-	b = appendWords(b, n)
-	b = append(b, `","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}]`...)
+	if tool := req.toolName(); tool != "" {
+		b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":`...)
+		b = h.quotedID(b, "call_mock")
+		b = append(b, `,"type":"function","function":{"name":`...)
+		b = appendString(b, tool)
+		b = append(b, `,"arguments":"{\"words\": \"`...)
+		b = appendWords(b, n)
+		b = append(b, `\"}"}}],"refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"tool_calls"}]`...)
+	} else {
+		b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":"`...)
+		b = appendWords(b, n)
+		b = append(b, `","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}]`...)
+	}
 	if !h.opts.NoUsage {
 		b = append(b, ',')
 		b = appendChatUsage(b, prompt, n)
@@ -69,25 +79,58 @@ func (h *handler) chatStream(w http.ResponseWriter, r *http.Request, req *reques
 	s := newSSE(w, h.opts.TokenLatency > 0)
 	t := h.newTimer()
 	b := make([]byte, 0, 512)
+	tool := req.toolName()
+	if tool != "" {
+		b = append(b[:0], prefix...)
+		b = append(b, `{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":`...)
+		b = h.quotedID(b, "call_mock")
+		b = append(b, `,"type":"function","function":{"name":`...)
+		b = appendString(b, tool)
+		b = append(b, `,"arguments":""}}]},"logprobs":null,"finish_reason":null}]`...)
+		b = append(b, end...)
+		if !s.send(b) {
+			return
+		}
+	}
 	for i := int64(1); i <= n; i++ {
 		if !h.wait(r, t, 1) {
 			return
 		}
 		b = append(b[:0], prefix...)
 		b = append(b, `{"index":0,"delta":{`...)
-		if i == 1 {
-			b = append(b, `"role":"assistant",`...)
+		switch {
+		case tool != "":
+			b = append(b, `"tool_calls":[{"index":0,"function":{"arguments":"`...)
+			if i == 1 {
+				b = append(b, `{\"words\": \"`...)
+			}
+			b = appendWord(b, i)
+			b = append(b, `"}}]`...)
+		case i == 1:
+			b = append(b, `"role":"assistant","content":"`...)
+			b = appendWord(b, i)
+			b = append(b, '"')
+		default:
+			b = append(b, `"content":"`...)
+			b = appendWord(b, i)
+			b = append(b, '"')
 		}
-		b = append(b, `"content":"`...)
-		b = appendWord(b, i)
-		b = append(b, `"},"logprobs":null,"finish_reason":null}]`...)
+		b = append(b, `},"logprobs":null,"finish_reason":null}]`...)
 		b = append(b, end...)
 		if !s.send(b) {
 			return
 		}
 	}
 	b = append(b[:0], prefix...)
-	if n == 0 {
+	if tool != "" {
+		b = append(b, `{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"}"}}]},"logprobs":null,"finish_reason":null}]`...)
+		b = append(b, end...)
+		if !s.send(b) {
+			return
+		}
+		b = append(b[:0], prefix...)
+		b = append(b, `{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}]`...)
+	} else if n == 0 {
 		b = append(b, `{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":"stop"}]`...)
 	} else {
 		b = append(b, `{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]`...)

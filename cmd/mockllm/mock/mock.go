@@ -15,7 +15,13 @@
 //     items like chat messages; instructions are not counted).
 //   - The completion is N words "w1 w2 ... wN", one token each, where N is
 //     max_tokens, max_completion_tokens or max_output_tokens (the first that
-//     is set) or DefaultMaxTokens. finish_reason is always "stop".
+//     is set) or DefaultMaxTokens. finish_reason is "stop".
+//   - Chat with tool_choice {"type":"function","function":{"name":T}} (or
+//     "required": the first tool) answers instead one tool call of T with
+//     arguments {"words": "w1 ... wN"}, content null and finish_reason
+//     "tool_calls"; streamed, a first chunk carries the call's index, id,
+//     type, name and empty arguments, then one chunk per word carries an
+//     arguments fragment (`{"words": "w1`, ` w2`, ..., then `"}`).
 //   - Embeddings have no completion; total_tokens = prompt_tokens. Vectors
 //     have 8 dimensions (or `dimensions`), depend only on the input text, and
 //     are sent as base64 little-endian float32 when encoding_format=base64.

@@ -30,6 +30,39 @@ type request struct {
 	StreamOptions       *streamOptions  `json:"stream_options"`
 	EncodingFormat      string          `json:"encoding_format"`
 	Dimensions          *int64          `json:"dimensions"`
+	Tools               []chatTool      `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+}
+
+// chatTool is a chat completions tool; only a function's name is read.
+type chatTool struct {
+	Function struct {
+		Name string `json:"name"`
+	} `json:"function"`
+}
+
+// toolName returns the function a chat answer calls: the named one for
+// tool_choice {"type":"function","function":{"name":T}}, the first tool for
+// "required", or "" (a text answer).
+func (r *request) toolName() string {
+	switch kind(r.ToolChoice) {
+	case '"':
+		var s string
+		if json.Unmarshal(r.ToolChoice, &s) == nil && s == "required" && len(r.Tools) > 0 {
+			return r.Tools[0].Function.Name
+		}
+	case '{':
+		var c struct {
+			Type     string `json:"type"`
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		}
+		if json.Unmarshal(r.ToolChoice, &c) == nil && c.Type == "function" {
+			return c.Function.Name
+		}
+	}
+	return ""
 }
 
 type streamOptions struct {

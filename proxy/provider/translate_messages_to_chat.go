@@ -1,0 +1,868 @@
+package provider
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tidwall/gjson"
+)
+
+// The reverse direction: an Anthropic client (POST /v1/messages) calling a
+// model that an OpenAI-compatible (or Azure) upstream serves. The Messages
+// request becomes a chat completions request here; the answer comes back
+// through TranslateChatResponse and MessagesStream.
+
+// maxStopSequences is the most stop sequences a chat completions request
+// takes (OpenAI's limit); more are refused rather than cut.
+const maxStopSequences = 4
+
+// MessagesRequest is what the proxy needs to know of a Messages request
+// translated to chat completions.
+type MessagesRequest struct {
+	Model     string
+	Stream    bool
+	MaxTokens int64 // max_tokens of the client's request
+}
+
+// TranslateMessagesRequest translates an Anthropic Messages API request body
+// into an OpenAI chat completions request body. Every field is translated,
+// accepted because it changes what a request costs or how it is cached
+// rather than what the model is asked (cache_control, thinking disabled,
+// service_tier auto), or refused with a *RequestError naming it: nothing is
+// dropped silently.
+//
+// The mapping: system (a string or text blocks) becomes the first, system,
+// message; user text and image blocks (base64 sources as data: URLs, url
+// sources as URLs) become content parts; tool_result blocks become tool
+// messages, in their place in the conversation (is_error: true prefixes
+// the result with "Error:", as OpenAI has no such flag); assistant text
+// becomes content and tool_use blocks tool_calls with their input as JSON
+// arguments; tools become function tools (input_schema as parameters);
+// tool_choice auto, any, tool and none become auto, required, a named
+// function and none, disable_parallel_tool_use parallel_tool_calls: false;
+// stop_sequences becomes stop (at most 4); temperature and top_p pass;
+// metadata.user_id becomes user; max_tokens becomes max_completion_tokens
+// for OpenAI's reasoning models (o1, o3, o4, gpt-5, which refuse
+// max_tokens) and max_tokens for every other model (what every
+// OpenAI-compatible server takes); stream asks for the usage chunk too
+// (stream_options.include_usage), so a stream is metered from the
+// upstream's own figures. Refused: top_k, thinking, documents, server
+// tools, thinking blocks in the history, images in tool results, and a
+// final assistant message (a prefill: chat completions cannot continue a
+// partial answer). The body is bounded in depth (MaxDepth) before it is
+// parsed. It is safe for concurrent use.
+func TranslateMessagesRequest(body []byte) ([]byte, MessagesRequest, error) {
+	var info MessagesRequest
+	if !depthOK(body, MaxDepth) {
+		return nil, info, reqErr("", "JSON nested deeper than %d levels", MaxDepth)
+	}
+	js := unsafeString(body)
+	if !gjson.Valid(js) {
+		return nil, info, reqErr("", "body is not valid JSON")
+	}
+	root := gjson.Parse(js)
+	if !root.IsObject() {
+		return nil, info, reqErr("", "body must be a JSON object")
+	}
+	var t rtranslator
+	var err error
+	var seen []string
+	root.ForEach(func(k, v gjson.Result) bool {
+		if slices.Contains(seen, k.Str) {
+			err = reqErr(k.Str, "repeated key")
+			return false
+		}
+		seen = append(seen, k.Str)
+		err = t.field(k.Str, v)
+		return err == nil
+	})
+	if err != nil {
+		return nil, info, err
+	}
+	switch {
+	case t.out.Model == "":
+		return nil, info, reqErr("model", "missing required parameter")
+	case !t.haveMessages:
+		return nil, info, reqErr("messages", "missing required parameter")
+	case t.maxTokens == 0:
+		return nil, info, reqErr("max_tokens", "missing required parameter")
+	}
+	if t.lastRole == "assistant" {
+		return nil, info, reqErr("messages", "a final assistant message (prefill) cannot be translated: chat completions models do not continue a partial answer")
+	}
+	if err := t.finishToolChoice(); err != nil {
+		return nil, info, err
+	}
+	if reasoningModel(t.out.Model) {
+		t.out.MaxCompletionTokens = t.maxTokens
+	} else {
+		t.out.MaxTokens = t.maxTokens
+	}
+	switch len(t.system) {
+	case 0:
+	case 1:
+		t.out.Messages = slices.Insert(t.out.Messages, 0, chatOutMessage{Role: "system", Content: t.system[0].(chatTextPart).Text})
+	default:
+		t.out.Messages = slices.Insert(t.out.Messages, 0, chatOutMessage{Role: "system", Content: t.system})
+	}
+	if t.out.Stream {
+		t.out.StreamOptions = &chatStreamOptions{IncludeUsage: true}
+	}
+	info.Model, info.Stream, info.MaxTokens = t.out.Model, t.out.Stream, t.maxTokens
+
+	var buf bytes.Buffer
+	buf.Grow(len(body) + 128)
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&t.out); err != nil {
+		// Only an unrepresentable value can get here; the input was valid.
+		return nil, info, fmt.Errorf("encode chat request: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), info, nil
+}
+
+// reasoningModel reports whether model is one of OpenAI's reasoning
+// models, which take max_completion_tokens and refuse max_tokens.
+func reasoningModel(model string) bool {
+	for _, p := range [...]string{"o1", "o3", "o4", "gpt-5"} {
+		if strings.HasPrefix(model, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// chatOutRequest is a chat completions request as the reverse translation
+// writes it. Strings taken from the client are kept as their raw JSON,
+// already validated, so text is copied rather than unescaped and
+// re-escaped.
+type chatOutRequest struct {
+	Model               string             `json:"model"`
+	Messages            []chatOutMessage   `json:"messages"`
+	MaxTokens           int64              `json:"max_tokens,omitempty"`
+	MaxCompletionTokens int64              `json:"max_completion_tokens,omitempty"`
+	Stop                []json.RawMessage  `json:"stop,omitempty"`
+	Stream              bool               `json:"stream,omitempty"`
+	StreamOptions       *chatStreamOptions `json:"stream_options,omitempty"`
+	Temperature         json.RawMessage    `json:"temperature,omitempty"`
+	TopP                json.RawMessage    `json:"top_p,omitempty"`
+	Tools               []chatOutTool      `json:"tools,omitempty"`
+	ToolChoice          any                `json:"tool_choice,omitempty"` // string or chatNamedChoice
+	ParallelToolCalls   *bool              `json:"parallel_tool_calls,omitempty"`
+	User                json.RawMessage    `json:"user,omitempty"`
+	ServiceTier         string             `json:"service_tier,omitempty"`
+}
+
+type chatStreamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+type chatOutMessage struct {
+	Role       string           `json:"role"`
+	Content    any              `json:"content"` // raw string, []any of parts, or nil (null)
+	ToolCalls  []chatOutToolUse `json:"tool_calls,omitempty"`
+	ToolCallID json.RawMessage  `json:"tool_call_id,omitempty"`
+}
+
+type chatTextPart struct {
+	Type string          `json:"type"` // "text"
+	Text json.RawMessage `json:"text"`
+}
+
+type chatImagePart struct {
+	Type     string       `json:"type"` // "image_url"
+	ImageURL chatImageURL `json:"image_url"`
+}
+
+type chatImageURL struct {
+	URL string `json:"url"`
+}
+
+type chatOutToolUse struct {
+	ID       json.RawMessage `json:"id"`
+	Type     string          `json:"type"` // "function"
+	Function chatOutCall     `json:"function"`
+}
+
+type chatOutCall struct {
+	Name      json.RawMessage `json:"name"`
+	Arguments string          `json:"arguments"`
+}
+
+type chatOutTool struct {
+	Type     string          `json:"type"` // "function"
+	Function chatOutFunction `json:"function"`
+}
+
+type chatOutFunction struct {
+	Name        json.RawMessage `json:"name"`
+	Description json.RawMessage `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters"`
+	Strict      json.RawMessage `json:"strict,omitempty"`
+}
+
+type chatNamedChoice struct {
+	Type     string         `json:"type"` // "function"
+	Function chatChoiceName `json:"function"`
+}
+
+type chatChoiceName struct {
+	Name json.RawMessage `json:"name"`
+}
+
+// toolErrorPrefix starts the content of a tool result the client marked
+// is_error: chat completions has no such flag, so the model reads it.
+var toolErrorPrefix = json.RawMessage(`"Error:"`)
+
+// rtranslator accumulates one reverse translation.
+type rtranslator struct {
+	out          chatOutRequest
+	system       []any // text parts of the system prompt
+	haveMessages bool
+	lastRole     string
+	maxTokens    int64
+	toolChoice   gjson.Result
+}
+
+// field translates one top-level member of the request.
+func (t *rtranslator) field(key string, v gjson.Result) error {
+	switch key {
+	case "model":
+		if v.Type != gjson.String || v.Str == "" {
+			return reqErr(key, "must be a non-empty string")
+		}
+		t.out.Model = v.Str
+	case "messages":
+		t.haveMessages = true
+		return t.messages(v)
+	case "system":
+		return t.systemPrompt(v)
+	case "max_tokens":
+		n, err := positiveInt(key, v)
+		if err != nil {
+			return err
+		}
+		t.maxTokens = n
+	case "temperature", "top_p":
+		if v.Type == gjson.Null {
+			return nil
+		}
+		if v.Type != gjson.Number || v.Num < 0 || v.Num > 1 {
+			return reqErr(key, "must be a number between 0 and 1, got %s", truncate(v.Raw))
+		}
+		if key == "temperature" {
+			t.out.Temperature = json.RawMessage(v.Raw)
+		} else {
+			t.out.TopP = json.RawMessage(v.Raw)
+		}
+	case "stop_sequences":
+		return t.stopSequences(v)
+	case "stream":
+		if v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
+			return reqErr(key, "must be a boolean")
+		}
+		t.out.Stream = v.Type == gjson.True
+	case "tools":
+		return t.tools(v)
+	case "tool_choice":
+		t.toolChoice = v
+	case "metadata":
+		return t.metadata(v)
+	case "service_tier":
+		switch {
+		case v.Type == gjson.Null || (v.Type == gjson.String && v.Str == "auto"):
+		case v.Type == gjson.String && v.Str == "standard_only":
+			t.out.ServiceTier = "default"
+		default:
+			return reqErr(key, "must be auto or standard_only, got %s", truncate(v.Raw))
+		}
+	case "thinking":
+		// Disabled thinking asks for what a chat completions model does.
+		if v.Type != gjson.Null && !(v.IsObject() && v.Get("type").Str == "disabled") {
+			return reqErr(key, "extended thinking cannot be translated to the chat completions API")
+		}
+	default:
+		if v.Type == gjson.Null {
+			return nil
+		}
+		return reqErr(key, "unsupported field: it cannot be translated to the chat completions API")
+	}
+	return nil
+}
+
+func (t *rtranslator) stopSequences(v gjson.Result) error {
+	if v.Type == gjson.Null {
+		return nil
+	}
+	if !v.IsArray() {
+		return reqErr("stop_sequences", "must be an array of strings")
+	}
+	var err error
+	v.ForEach(func(_, s gjson.Result) bool {
+		if s.Type != gjson.String {
+			err = reqErr("stop_sequences", "must be an array of strings")
+			return false
+		}
+		t.out.Stop = append(t.out.Stop, json.RawMessage(s.Raw))
+		return true
+	})
+	if err == nil && len(t.out.Stop) > maxStopSequences {
+		err = reqErr("stop_sequences", "chat completions models take at most %d stop sequences, got %d", maxStopSequences, len(t.out.Stop))
+	}
+	return err
+}
+
+func (t *rtranslator) metadata(v gjson.Result) error {
+	if v.Type == gjson.Null {
+		return nil
+	}
+	if !v.IsObject() {
+		return reqErr("metadata", "must be an object")
+	}
+	var err error
+	v.ForEach(func(k, u gjson.Result) bool {
+		switch {
+		case k.Str != "user_id":
+			err = reqErr("metadata."+k.Str, "unsupported field")
+		case u.Type == gjson.String:
+			if u.Str != "" {
+				t.out.User = json.RawMessage(u.Raw)
+			}
+		case u.Type != gjson.Null:
+			err = reqErr("metadata.user_id", "must be a string")
+		}
+		return err == nil
+	})
+	return err
+}
+
+// systemPrompt translates system: a string, or text blocks.
+func (t *rtranslator) systemPrompt(v gjson.Result) error {
+	switch {
+	case v.Type == gjson.Null:
+		return nil
+	case v.Type == gjson.String:
+		if v.Str != "" {
+			t.system = append(t.system, chatTextPart{Type: "text", Text: json.RawMessage(v.Raw)})
+		}
+		return nil
+	case !v.IsArray():
+		return reqErr("system", "must be a string or an array of text blocks")
+	}
+	var err error
+	i := 0
+	v.ForEach(func(_, b gjson.Result) bool {
+		param := "system[" + strconv.Itoa(i) + "]"
+		i++
+		var p chatTextPart
+		if p, err = textBlock(param, b); err == nil {
+			t.system = append(t.system, p)
+		}
+		return err == nil
+	})
+	return err
+}
+
+// textBlock translates a text block: its text, and the fields that do not
+// change what the model reads (cache_control, no citations).
+func textBlock(param string, b gjson.Result) (chatTextPart, error) {
+	if !b.IsObject() {
+		return chatTextPart{}, reqErr(param, "must be an object")
+	}
+	var text gjson.Result
+	var err error
+	b.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+			if v.Str != "text" {
+				err = reqErr(param+".type", "only text blocks can be translated here, got %s", truncate(v.Raw))
+			}
+		case "text":
+			text = v
+		case "cache_control":
+			// A caching hint: OpenAI caches prompt prefixes by itself.
+		case "citations":
+			if v.Type != gjson.Null && !(v.IsArray() && len(v.Array()) == 0) {
+				err = reqErr(param+".citations", "citations cannot be translated to the chat completions API")
+			}
+		default:
+			err = reqErr(param+"."+k.Str, "unsupported field")
+		}
+		return err == nil
+	})
+	if err == nil && text.Type != gjson.String {
+		err = reqErr(param+".text", "must be a string")
+	}
+	return chatTextPart{Type: "text", Text: json.RawMessage(text.Raw)}, err
+}
+
+// messages translates the conversation.
+func (t *rtranslator) messages(v gjson.Result) error {
+	if !v.IsArray() {
+		return reqErr("messages", "must be an array")
+	}
+	var err error
+	i := 0
+	v.ForEach(func(_, m gjson.Result) bool {
+		param := "messages[" + strconv.Itoa(i) + "]"
+		i++
+		err = t.message(param, m)
+		return err == nil
+	})
+	if err == nil && i == 0 {
+		err = reqErr("messages", "must not be empty")
+	}
+	return err
+}
+
+func (t *rtranslator) message(param string, m gjson.Result) error {
+	if !m.IsObject() {
+		return reqErr(param, "must be an object")
+	}
+	var role, content gjson.Result
+	var err error
+	m.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "role":
+			role = v
+		case "content":
+			content = v
+		default:
+			err = reqErr(param+"."+k.Str, "unsupported field")
+		}
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	if content.Type != gjson.String && !content.IsArray() {
+		return reqErr(param+".content", "must be a string or an array of content blocks")
+	}
+	t.lastRole = role.Str
+	switch role.Str {
+	case "user":
+		return t.userMessage(param+".content", content)
+	case "assistant":
+		return t.assistantMessage(param+".content", content)
+	case "":
+		return reqErr(param+".role", "missing required parameter")
+	}
+	return reqErr(param+".role", "must be user or assistant, got %s", truncate(role.Raw))
+}
+
+// userMessage translates a user turn: text and image blocks become one
+// user message, each tool_result a tool message, in their order.
+func (t *rtranslator) userMessage(param string, content gjson.Result) error {
+	if content.Type == gjson.String {
+		t.out.Messages = append(t.out.Messages, chatOutMessage{Role: "user", Content: json.RawMessage(content.Raw)})
+		return nil
+	}
+	var parts []any
+	flush := func() {
+		if len(parts) > 0 {
+			t.out.Messages = append(t.out.Messages, chatOutMessage{Role: "user", Content: parts})
+			parts = nil
+		}
+	}
+	var err error
+	j := 0
+	content.ForEach(func(_, b gjson.Result) bool {
+		pp := param + "[" + strconv.Itoa(j) + "]"
+		j++
+		switch typ := b.Get("type"); typ.Str {
+		case "text":
+			var p chatTextPart
+			if p, err = textBlock(pp, b); err == nil {
+				parts = append(parts, p)
+			}
+		case "image":
+			var p chatImagePart
+			if p, err = imageBlock(pp, b); err == nil {
+				parts = append(parts, p)
+			}
+		case "tool_result":
+			flush()
+			var msg chatOutMessage
+			if msg, err = toolResultBlock(pp, b); err == nil {
+				t.out.Messages = append(t.out.Messages, msg)
+			}
+		default:
+			err = reqErr(pp+".type", "content block type %s cannot be translated to the chat completions API", truncate(typ.Raw))
+		}
+		return err == nil
+	})
+	flush()
+	if err == nil && j == 0 {
+		// No blocks: an empty turn, as the client sent it.
+		t.out.Messages = append(t.out.Messages, chatOutMessage{Role: "user", Content: json.RawMessage(`""`)})
+	}
+	return err
+}
+
+// imageBlock translates an image block: a base64 source becomes a data:
+// URL, a url source the URL.
+func imageBlock(param string, b gjson.Result) (chatImagePart, error) {
+	img := chatImagePart{Type: "image_url"}
+	var src gjson.Result
+	var err error
+	b.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+		case "source":
+			src = v
+		case "cache_control":
+		default:
+			err = reqErr(param+"."+k.Str, "unsupported field")
+		}
+		return err == nil
+	})
+	if err != nil {
+		return img, err
+	}
+	if !src.IsObject() {
+		return img, reqErr(param+".source", "must be an object")
+	}
+	var typ, mediaType, data, url gjson.Result
+	src.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+			typ = v
+		case "media_type":
+			mediaType = v
+		case "data":
+			data = v
+		case "url":
+			url = v
+		default:
+			err = reqErr(param+".source."+k.Str, "unsupported field")
+		}
+		return err == nil
+	})
+	if err != nil {
+		return img, err
+	}
+	switch typ.Str {
+	case "base64":
+		if mediaType.Type != gjson.String || !strings.HasPrefix(mediaType.Str, "image/") || strings.ContainsAny(mediaType.Str, ";,") {
+			return img, reqErr(param+".source.media_type", "must be an image media type")
+		}
+		if data.Type != gjson.String || data.Str == "" {
+			return img, reqErr(param+".source.data", "must be a non-empty base64 string")
+		}
+		img.ImageURL.URL = "data:" + mediaType.Str + ";base64," + data.Str
+	case "url":
+		u := url.Str
+		if url.Type != gjson.String || (!hasPrefixFold(u, "https://") && !hasPrefixFold(u, "http://")) {
+			return img, reqErr(param+".source.url", "must be an http(s) URL")
+		}
+		img.ImageURL.URL = u
+	default:
+		return img, reqErr(param+".source.type", "image source type %s cannot be translated; base64 and url can", truncate(typ.Raw))
+	}
+	return img, nil
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	_, ok := cutPrefixFold(s, prefix)
+	return ok
+}
+
+// toolResultBlock translates a tool_result block into a tool message.
+func toolResultBlock(param string, b gjson.Result) (chatOutMessage, error) {
+	msg := chatOutMessage{Role: "tool"}
+	var id, content gjson.Result
+	isError := false
+	var err error
+	b.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+		case "tool_use_id":
+			id = v
+		case "content":
+			content = v
+		case "is_error":
+			if v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
+				err = reqErr(param+".is_error", "must be a boolean")
+			}
+			isError = v.Type == gjson.True
+		case "cache_control":
+		default:
+			err = reqErr(param+"."+k.Str, "unsupported field")
+		}
+		return err == nil
+	})
+	if err != nil {
+		return msg, err
+	}
+	if id.Type != gjson.String || id.Str == "" {
+		return msg, reqErr(param+".tool_use_id", "must be a non-empty string")
+	}
+	msg.ToolCallID = json.RawMessage(id.Raw)
+	var parts []any
+	if isError {
+		parts = append(parts, chatTextPart{Type: "text", Text: toolErrorPrefix})
+	}
+	switch {
+	case !content.Exists() || content.Type == gjson.Null:
+		if !isError {
+			msg.Content = json.RawMessage(`""`)
+			return msg, nil
+		}
+	case content.Type == gjson.String:
+		if !isError {
+			msg.Content = json.RawMessage(content.Raw)
+			return msg, nil
+		}
+		parts = append(parts, chatTextPart{Type: "text", Text: json.RawMessage(content.Raw)})
+	case content.IsArray():
+		j := 0
+		content.ForEach(func(_, c gjson.Result) bool {
+			pp := param + ".content[" + strconv.Itoa(j) + "]"
+			j++
+			if typ := c.Get("type"); typ.Str != "text" {
+				err = reqErr(pp+".type", "a tool result holding %s cannot be translated: chat completions tool messages hold text only", truncate(typ.Raw))
+				return false
+			}
+			var p chatTextPart
+			if p, err = textBlock(pp, c); err == nil {
+				parts = append(parts, p)
+			}
+			return err == nil
+		})
+		if err != nil {
+			return msg, err
+		}
+	default:
+		return msg, reqErr(param+".content", "must be a string or an array of text blocks")
+	}
+	if len(parts) == 0 {
+		msg.Content = json.RawMessage(`""`)
+	} else {
+		msg.Content = parts
+	}
+	return msg, nil
+}
+
+// assistantMessage translates an assistant turn: text becomes the
+// content, tool_use blocks the tool calls.
+func (t *rtranslator) assistantMessage(param string, content gjson.Result) error {
+	if content.Type == gjson.String {
+		t.out.Messages = append(t.out.Messages, chatOutMessage{Role: "assistant", Content: json.RawMessage(content.Raw)})
+		return nil
+	}
+	var texts []any
+	msg := chatOutMessage{Role: "assistant"}
+	var err error
+	j := 0
+	content.ForEach(func(_, b gjson.Result) bool {
+		pp := param + "[" + strconv.Itoa(j) + "]"
+		j++
+		switch typ := b.Get("type"); typ.Str {
+		case "text":
+			var p chatTextPart
+			if p, err = textBlock(pp, b); err == nil {
+				texts = append(texts, p)
+			}
+		case "tool_use":
+			var tu chatOutToolUse
+			if tu, err = toolUseBlock(pp, b); err == nil {
+				msg.ToolCalls = append(msg.ToolCalls, tu)
+			}
+		case "thinking", "redacted_thinking":
+			err = reqErr(pp+".type", "thinking blocks cannot be translated to the chat completions API")
+		default:
+			err = reqErr(pp+".type", "content block type %s cannot be translated to the chat completions API", truncate(typ.Raw))
+		}
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(texts) == 1:
+		msg.Content = texts[0].(chatTextPart).Text
+	case len(texts) > 1:
+		msg.Content = texts
+	case len(msg.ToolCalls) == 0:
+		msg.Content = json.RawMessage(`""`)
+	}
+	t.out.Messages = append(t.out.Messages, msg)
+	return nil
+}
+
+// toolUseBlock translates a tool_use block into a tool call; its input, a
+// JSON object, becomes the arguments' JSON text.
+func toolUseBlock(param string, b gjson.Result) (chatOutToolUse, error) {
+	tu := chatOutToolUse{Type: "function"}
+	var id, name, input gjson.Result
+	var err error
+	b.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+		case "id":
+			id = v
+		case "name":
+			name = v
+		case "input":
+			input = v
+		case "cache_control":
+		default:
+			err = reqErr(param+"."+k.Str, "unsupported field")
+		}
+		return err == nil
+	})
+	switch {
+	case err != nil:
+		return tu, err
+	case id.Type != gjson.String || id.Str == "":
+		return tu, reqErr(param+".id", "must be a non-empty string")
+	case name.Type != gjson.String || name.Str == "":
+		return tu, reqErr(param+".name", "must be a non-empty string")
+	case !input.IsObject():
+		return tu, reqErr(param+".input", "must be an object")
+	}
+	var args bytes.Buffer
+	args.Grow(len(input.Raw))
+	if err := json.Compact(&args, unsafeBytes(input.Raw)); err != nil {
+		return tu, reqErr(param+".input", "must be an object")
+	}
+	tu.ID, tu.Function = json.RawMessage(id.Raw), chatOutCall{Name: json.RawMessage(name.Raw), Arguments: args.String()}
+	return tu, nil
+}
+
+// tools translates the tool definitions; only client tools (a name and an
+// input_schema) can be.
+func (t *rtranslator) tools(v gjson.Result) error {
+	if v.Type == gjson.Null {
+		return nil
+	}
+	if !v.IsArray() {
+		return reqErr("tools", "must be an array")
+	}
+	var err error
+	i := 0
+	v.ForEach(func(_, tool gjson.Result) bool {
+		param := "tools[" + strconv.Itoa(i) + "]"
+		i++
+		var out chatOutTool
+		if out, err = clientTool(param, tool); err == nil {
+			t.out.Tools = append(t.out.Tools, out)
+		}
+		return err == nil
+	})
+	return err
+}
+
+func clientTool(param string, tool gjson.Result) (chatOutTool, error) {
+	out := chatOutTool{Type: "function"}
+	if !tool.IsObject() {
+		return out, reqErr(param, "must be an object")
+	}
+	var err error
+	var schema gjson.Result
+	tool.ForEach(func(k, v gjson.Result) bool {
+		p := param + "." + k.Str
+		switch k.Str {
+		case "type":
+			if v.Type != gjson.Null && v.Str != "custom" {
+				err = reqErr(p, "tool type %s cannot be translated: server tools run on Anthropic's side", truncate(v.Raw))
+			}
+		case "name":
+			if v.Type != gjson.String || v.Str == "" {
+				err = reqErr(p, "must be a non-empty string")
+			}
+			out.Function.Name = json.RawMessage(v.Raw)
+		case "description":
+			if v.Type == gjson.String {
+				out.Function.Description = json.RawMessage(v.Raw)
+			} else if v.Type != gjson.Null {
+				err = reqErr(p, "must be a string")
+			}
+		case "input_schema":
+			schema = v
+		case "strict":
+			switch v.Type {
+			case gjson.True:
+				out.Function.Strict = json.RawMessage(v.Raw)
+			case gjson.False, gjson.Null:
+			default:
+				err = reqErr(p, "must be a boolean")
+			}
+		case "cache_control":
+		default:
+			err = reqErr(p, "unsupported field")
+		}
+		return err == nil
+	})
+	switch {
+	case err != nil:
+		return out, err
+	case out.Function.Name == nil:
+		return out, reqErr(param+".name", "missing required parameter")
+	case !schema.IsObject():
+		return out, reqErr(param+".input_schema", "must be a JSON Schema object")
+	}
+	out.Function.Parameters = json.RawMessage(schema.Raw)
+	return out, nil
+}
+
+// finishToolChoice translates tool_choice.
+func (t *rtranslator) finishToolChoice() error {
+	v := t.toolChoice
+	if !v.Exists() || v.Type == gjson.Null {
+		return nil
+	}
+	if !v.IsObject() {
+		return reqErr("tool_choice", "must be an object")
+	}
+	var typ, name gjson.Result
+	noParallel := false
+	var err error
+	v.ForEach(func(k, f gjson.Result) bool {
+		switch k.Str {
+		case "type":
+			typ = f
+		case "name":
+			name = f
+		case "disable_parallel_tool_use":
+			if f.Type != gjson.True && f.Type != gjson.False && f.Type != gjson.Null {
+				err = reqErr("tool_choice.disable_parallel_tool_use", "must be a boolean")
+			}
+			noParallel = f.Type == gjson.True
+		default:
+			err = reqErr("tool_choice."+k.Str, "unsupported field")
+		}
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	switch typ.Str {
+	case "auto":
+		t.out.ToolChoice = "auto"
+	case "any":
+		t.out.ToolChoice = "required"
+	case "none":
+		t.out.ToolChoice = "none"
+		noParallel = false // no tool is called, so none in parallel
+	case "tool":
+		if name.Type != gjson.String || name.Str == "" {
+			return reqErr("tool_choice.name", "must be a non-empty string")
+		}
+		t.out.ToolChoice = chatNamedChoice{Type: "function", Function: chatChoiceName{Name: json.RawMessage(name.Raw)}}
+	default:
+		return reqErr("tool_choice.type", "must be auto, any, tool or none, got %s", truncate(typ.Raw))
+	}
+	if typ.Str != "tool" && name.Exists() && name.Type != gjson.Null {
+		return reqErr("tool_choice.name", "only a tool_choice of type tool names a tool")
+	}
+	if noParallel && len(t.out.Tools) > 0 {
+		f := false
+		t.out.ParallelToolCalls = &f
+	}
+	return nil
+}
