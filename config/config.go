@@ -32,9 +32,13 @@ type Config struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout" mapstructure:"drain_timeout"`
 	// Metrics configures the traffic metrics.
 	Metrics Metrics `yaml:"metrics" json:"metrics" mapstructure:"metrics"`
-	// Upstreams are the model endpoints; the first whose models match a
-	// request's model serves it, and unmetered paths go to the first.
+	// Upstreams are the model endpoints; those whose models match a
+	// request's model form its pool (see Routing), and unmetered paths go
+	// to the first.
 	Upstreams []Upstream `yaml:"upstreams" json:"upstreams" mapstructure:"upstreams"`
+	// Routing is the policy over each model's pool of upstreams: strategy,
+	// retries and cool-down.
+	Routing Routing `yaml:"routing" json:"routing" mapstructure:"routing"`
 	// RateLimit configures per-user rate limiting.
 	RateLimit RateLimit `yaml:"rate_limit" json:"rate_limit" mapstructure:"rate_limit"`
 	// Cluster configures membership and counter replication between replicas.
@@ -131,7 +135,44 @@ type Upstream struct {
 	// APIVersion is Azure's api-version query parameter (azure only;
 	// default: the client's, or 2024-10-21).
 	APIVersion string `yaml:"api_version" json:"api_version" mapstructure:"api_version"`
+	// Weight is the upstream's share of its pools under routing.strategy
+	// weighted, 1 to 1000 (1; 0 in a Config built in code means 1, in a
+	// file it is refused).
+	Weight int `yaml:"weight" json:"weight" mapstructure:"weight"`
+	// MaxInFlight caps the requests in flight on the upstream, streams
+	// included; a full upstream is skipped like a cooling one (0 = no cap).
+	MaxInFlight int `yaml:"max_in_flight" json:"max_in_flight" mapstructure:"max_in_flight"`
 }
+
+// Routing is the policy over the pool of upstreams that serve a model.
+type Routing struct {
+	// Strategy is priority (the first healthy upstream in file order; the
+	// default), weighted (smooth weighted round robin by
+	// upstreams[].weight) or least_busy (fewest requests in flight).
+	Strategy string `yaml:"strategy" json:"strategy" mapstructure:"strategy"`
+	// Retries is how many further upstreams of the pool a request may try
+	// after a failure, before any byte reached the client, 0 to 10 (2).
+	Retries int `yaml:"retries" json:"retries" mapstructure:"retries"`
+	// RetryOn lists the failures retried: connect, timeout, 429, 500, 502,
+	// 503, 504, or 5xx for every 5xx status (all of SPEC's list).
+	RetryOn []string `yaml:"retry_on" json:"retry_on" mapstructure:"retry_on"`
+	// Cooldown is how long a failing upstream is skipped (30s), or for its
+	// own Retry-After when longer (up to 10m); at most 1h.
+	Cooldown time.Duration `yaml:"cooldown" json:"cooldown" mapstructure:"cooldown"`
+}
+
+// Values of Routing.Strategy and Routing.RetryOn.
+const (
+	StrategyPriority  = "priority"
+	StrategyWeighted  = "weighted"
+	StrategyLeastBusy = "least_busy"
+	maxRetries        = 10
+	maxCooldown       = time.Hour
+	maxWeight         = 1000
+)
+
+// retryOnValues are the values routing.retry_on takes.
+var retryOnValues = []string{"connect", "timeout", "429", "500", "502", "503", "504", "5xx"}
 
 // Values of Upstream.Provider.
 const (
@@ -268,6 +309,12 @@ func Default() Config {
 		DrainTimeout:  30 * time.Second,
 		Metrics:       Metrics{MaxUsers: 10000, MaxSeries: 100000, UserIdle: time.Hour},
 		Upstreams:     []Upstream{defaultUpstream(defaultUpstreamURL)},
+		Routing: Routing{
+			Strategy: StrategyPriority,
+			Retries:  2,
+			RetryOn:  []string{"connect", "429", "500", "502", "503", "504", "timeout"},
+			Cooldown: 30 * time.Second,
+		},
 		RateLimit: RateLimit{
 			UserHeader:    "user",
 			MissingUser:   MissingUserReject,
@@ -285,7 +332,7 @@ func Default() Config {
 
 // defaultUpstream is the upstream named "openai" at url serving every model.
 func defaultUpstream(url string) Upstream {
-	return Upstream{Name: defaultUpstreamName, URL: url, Timeout: defaultUpstreamTimeout}
+	return Upstream{Name: defaultUpstreamName, URL: url, Timeout: defaultUpstreamTimeout, Weight: 1}
 }
 
 // Key returns the decoded cluster.secret_key, or nil when it is empty. The

@@ -12,7 +12,9 @@ import (
 
 func TestLegacyOptions(t *testing.T) {
 	upstream := func(url string) func(*Config) {
-		return func(c *Config) { c.Upstreams = []Upstream{{Name: "openai", URL: url, Timeout: 10 * time.Minute}} }
+		return func(c *Config) {
+			c.Upstreams = []Upstream{{Name: "openai", URL: url, Timeout: 10 * time.Minute, Weight: 1}}
+		}
 	}
 	limit := func(max float64, window time.Duration) []Limit {
 		return []Limit{{Name: "default", Metric: "total_tokens", Limit: max, Window: window}}

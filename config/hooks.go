@@ -55,6 +55,17 @@ func decodeHook(_, to reflect.Type, data any) (any, error) {
 		if _, set := m["timeout"]; to == reflect.TypeFor[Upstream]() && (!set || m["timeout"] == nil) {
 			m = withKey(m, "timeout", defaultUpstreamTimeout.String())
 		}
+		if w, set := m["weight"]; to == reflect.TypeFor[Upstream]() {
+			// 0 is the zero value of a Config built in code (weight 1); in
+			// a file or variable it is refused, as it would read as "drain".
+			if ws, ok := w.(string); ok {
+				if n, err := strconv.Atoi(strings.TrimSpace(ws)); err == nil && n <= 0 {
+					m = withKey(m, "weight", fieldError(fmt.Sprintf("must be from 1 to %d; got %d", maxWeight, n)))
+				}
+			} else if !set || w == nil {
+				m = withKey(m, "weight", "1")
+			}
+		}
 		return m, nil
 	case reflect.Slice:
 		if to.Elem().Kind() == reflect.String {

@@ -432,10 +432,12 @@ func advisories(c Config) []string {
 	if c.RateLimit.Enabled && len(c.RateLimit.Limits) == 0 && len(c.RateLimit.Overrides) == 0 {
 		w = append(w, "rate_limit.enabled: true, but rate_limit.limits is empty: nothing is limited")
 	}
-	for i, u := range c.Upstreams {
-		if len(u.Models) == 0 && i < len(c.Upstreams)-1 {
-			w = append(w, fmt.Sprintf("upstreams[%d]: serves every model, so metered requests never reach the upstreams after it", i))
-			break
+	if c.Routing.Strategy == StrategyPriority {
+		for i, u := range c.Upstreams {
+			if len(u.Models) == 0 && i < len(c.Upstreams)-1 {
+				w = append(w, fmt.Sprintf("upstreams[%d]: serves every model, so with routing.strategy priority the upstreams after it serve only while it is cooling down or full", i))
+				break
+			}
 		}
 	}
 	return w

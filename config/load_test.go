@@ -25,7 +25,7 @@ func TestDefault(t *testing.T) {
 		{"max_body_bytes", d.MaxBodyBytes, int64(10485760)},
 		{"drain_timeout", d.DrainTimeout, 30 * time.Second},
 		{"metrics.max_users", d.Metrics.MaxUsers, 10000},
-		{"upstreams", d.Upstreams, []Upstream{{Name: "openai", URL: "https://api.openai.com", Timeout: 10 * time.Minute}}},
+		{"upstreams", d.Upstreams, []Upstream{{Name: "openai", URL: "https://api.openai.com", Timeout: 10 * time.Minute, Weight: 1}}},
 		{"rate_limit", d.RateLimit, RateLimit{UserHeader: "user", MissingUser: "reject", MaxClientWait: time.Minute}},
 		{"metrics.max_series", d.Metrics.MaxSeries, 100000},
 		{"body_read_timeout", d.BodyReadTimeout, 30 * time.Second},
@@ -87,8 +87,8 @@ func TestLoadFull(t *testing.T) {
 		},
 	}
 	want.Upstreams = []Upstream{
-		{Name: "openai", URL: "https://api.openai.com", Models: []string{"gpt-*", "o*", "text-embedding-*"}, APIKey: key, Timeout: 10 * time.Minute},
-		{Name: "local", URL: "http://127.0.0.1:8000", Models: []string{"llama-*", "qwen*"}, Timeout: 10 * time.Minute},
+		{Name: "openai", URL: "https://api.openai.com", Models: []string{"gpt-*", "o*", "text-embedding-*"}, APIKey: key, Timeout: 10 * time.Minute, Weight: 1},
+		{Name: "local", URL: "http://127.0.0.1:8000", Models: []string{"llama-*", "qwen*"}, Timeout: 10 * time.Minute, Weight: 1},
 	}
 	want.Cluster.Enabled = true
 	want.Cluster.Insecure = true

@@ -63,6 +63,7 @@ func (c Config) problems() []error {
 		p.add("rate_limit.max_client_wait", "must be > 0; got %s", c.RateLimit.MaxClientWait)
 	}
 	p.upstreams(c.Upstreams)
+	p.routing(c.Routing)
 	p.rateLimit(c.RateLimit)
 	p.prices(c.Prices)
 	p.cluster(c.Cluster)
@@ -100,6 +101,30 @@ func (p *problems) upstreams(ups []Upstream) {
 			p.add(key+".timeout", "must be > 0; got %s", u.Timeout)
 		}
 		p.provider(key, u)
+		if u.Weight < 0 || u.Weight > maxWeight { // 0: not set (1)
+			p.add(key+".weight", "must be from 1 to %d; got %d", maxWeight, u.Weight)
+		}
+		if u.MaxInFlight < 0 {
+			p.add(key+".max_in_flight", "must be >= 0 (0 = no cap); got %d", u.MaxInFlight)
+		}
+	}
+}
+
+// routing checks the routing section.
+func (p *problems) routing(r Routing) {
+	if !slices.Contains([]string{StrategyPriority, StrategyWeighted, StrategyLeastBusy}, r.Strategy) {
+		p.add("routing.strategy", "must be priority, weighted or least_busy; got %s", quote(r.Strategy))
+	}
+	if r.Retries < 0 || r.Retries > maxRetries {
+		p.add("routing.retries", "must be from 0 to %d; got %d", maxRetries, r.Retries)
+	}
+	for i, v := range r.RetryOn {
+		if !slices.Contains(retryOnValues, v) {
+			p.add(fmt.Sprintf("routing.retry_on[%d]", i), "must be one of %s; got %s", strings.Join(retryOnValues, ", "), quote(v))
+		}
+	}
+	if r.Cooldown <= 0 || r.Cooldown > maxCooldown {
+		p.add("routing.cooldown", "must be > 0 and at most %s; got %s", maxCooldown, r.Cooldown)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
+
+	"github.com/genai-gateway/genai-gateway/proxy/route"
 )
 
 // exchange is the record of one request: what the access log line and the
@@ -29,6 +31,26 @@ type exchange struct {
 	err          error   // logged; never holds header values
 	requestID    string
 	key          string // name of the gateway key that authenticated it
+	// attempts counts the upstreams tried (0 = none: refused before);
+	// tried lists those that failed and were retried, in order; the last
+	// attempt is upstream's.
+	attempts int
+	tried    []attempt
+}
+
+// attempt is a failed attempt that was retried on another upstream.
+type attempt struct {
+	upstream string
+	outcome  route.Outcome
+}
+
+// attempts is the tried list as a log array of {upstream, outcome}.
+type attempts []attempt
+
+func (a attempts) MarshalZerologArray(arr *zerolog.Array) {
+	for _, t := range a {
+		arr.Dict(zerolog.Dict().Str("upstream", t.upstream).Str("outcome", t.outcome.String()))
+	}
 }
 
 // reply answers the request with an error the gateway produced, in
@@ -82,6 +104,12 @@ func (p *Proxy) finish(ex *exchange) {
 		Str("request_id", ex.requestID)
 	if ex.key != "" {
 		e = e.Str("key", ex.key)
+	}
+	if ex.attempts > 0 {
+		e = e.Int("attempts", ex.attempts)
+	}
+	if len(ex.tried) > 0 {
+		e = e.Array("retried", attempts(ex.tried))
 	}
 	if ex.err != nil {
 		e = e.Str("error", ex.err.Error())

@@ -155,6 +155,15 @@ func errBusy() *apiError {
 		message: "The gateway is holding too many request bodies; retry shortly.", header: h}
 }
 
+// errUpstreamsFull is the answer when every upstream that serves model
+// is at its max_in_flight: the client may retry in a second.
+func errUpstreamsFull(model string) *apiError {
+	h := make(http.Header, 1)
+	h.Set("Retry-After", "1")
+	return &apiError{status: http.StatusServiceUnavailable, typ: typeServer, code: "upstreams_busy",
+		message: "Every upstream serving the model `" + model + "` is at its limit of requests in flight; retry shortly.", header: h}
+}
+
 func errUserTooLong(header string) *apiError {
 	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_user",
 		message: "The `" + header + "` header is longer than " + strconv.Itoa(MaxUserBytes) + " bytes."}

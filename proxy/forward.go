@@ -13,6 +13,7 @@ import (
 
 	"github.com/genai-gateway/genai-gateway/limiter"
 	"github.com/genai-gateway/genai-gateway/proxy/provider"
+	"github.com/genai-gateway/genai-gateway/proxy/route"
 )
 
 // maxHeldBody is the largest non-streaming response read whole before it
@@ -31,12 +32,22 @@ type metered struct {
 	res  *limiter.Reservation
 	hide bool // the client did not ask for the usage chunk: drop it
 	who  caller
-	up   *upstream
 	path string // the upstream path: the route, or the cleaned path of another JSON POST
-	send []byte // the body sent upstream
-	// xl is set when a chat request goes to an anthropic upstream:
-	// translated to the Messages API, its answer translated back.
+	send []byte // the body sent to upstreams of the OpenAI format (held for every attempt)
+
+	// Routing: the request's pool in the router it started with, and the
+	// current attempt's upstream and its slot there.
+	rt    *router
+	pool  *route.Pool
+	up    *upstream
+	slot  route.Slot
+	tried uint64 // pool positions tried (or not to try)
+
+	// xl is set when the attempt is a chat request to an anthropic
+	// upstream: xsend, translated to the Messages API, is sent, and the
+	// answer is translated back.
 	xl    bool
+	xsend []byte
 	xinfo provider.ChatRequest
 	resp  *fasthttp.Response
 	bufs  *streamBufs
@@ -89,7 +100,8 @@ func (m *metered) prepare(route string) *apiError {
 	if route == routeOther && !model.Exists() {
 		// No model (batches, vector stores, ...): the first upstream
 		// takes it, unlimited and unmetered, as it takes uploads.
-		m.up, m.send, m.ex.metered = p.ups()[0], body, false
+		m.rt = p.router.Load()
+		m.up, m.send, m.ex.metered = m.rt.ups[0], body, false
 		m.ex.upstream, m.ex.provider = m.up.Name, m.up.kind.String()
 		return nil
 	}
@@ -100,24 +112,23 @@ func (m *metered) prepare(route string) *apiError {
 	if !m.who.allows(m.ex.model) {
 		return errModelNotAllowed(m.ex.model)
 	}
-	if m.up = p.pick(m.ex.model); m.up == nil {
+	m.rt = p.router.Load()
+	if m.pool = m.rt.table.Pool(m.ex.model); m.pool == nil {
 		return errUnknownModel(m.ex.model)
 	}
-	m.ex.upstream, m.ex.provider = m.up.Name, m.up.kind.String()
-	switch {
-	case route == routeChat && m.up.kind == kindAnthropic:
-		out, info, err := provider.TranslateChatRequest(body)
-		if err != nil {
-			return errUntranslatable(m.ex.model, err)
-		}
-		m.send, m.xl, m.xinfo = out, true, info
-	case (route == routeChat || route == routeCompletions) && gjson.Get(js, "stream").Type == gjson.True:
+	if (route == routeChat || route == routeCompletions) && gjson.Get(js, "stream").Type == gjson.True {
 		if so := gjson.Get(js, "stream_options"); so.Get("include_usage").Type != gjson.True {
 			body, m.hide = withIncludeUsage(body, so), true
 		}
 	}
-	if m.send == nil {
-		m.send = body
+	m.send = body
+	if route == routeChat {
+		if aerr := m.translate(body); aerr != nil {
+			return aerr
+		}
+	}
+	if !m.pick() {
+		return errUpstreamsFull(m.ex.model)
 	}
 	m.est = estimator{tok: &p.tok, route: route, model: m.ex.model, body: body}
 	if p.lim == nil || route == routeCountTokens {
@@ -140,36 +151,58 @@ func (m *metered) prepare(route string) *apiError {
 	return nil
 }
 
-// forward sends the request upstream and answers the client: an error
-// before any response (502/504), a whole small body, or a stream that goes
-// on after the handler returns (async).
-func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, aerr *apiError) {
-	up := m.up
-	req := fasthttp.AcquireRequest()
-	path := m.path
-	if m.xl {
-		path = routeMessages
+// translate prepares a chat request for the anthropic upstreams of its
+// pool, if any: the Messages API body they are sent. A body that cannot be
+// translated keeps the request off them (400 when the pool has no other).
+func (m *metered) translate(body []byte) *apiError {
+	anth := m.pool.Mask(func(i int) bool { return m.rt.ups[i].kind == kindAnthropic })
+	if anth == 0 {
+		return nil
 	}
-	if err := outRequest(ctx, req, up, path, m.ex.model, query, true, m.who.authed, m.ex.requestID); err != nil {
-		fasthttp.ReleaseRequest(req)
-		return false, &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, message: err.Error()}
-	}
-	if m.xl {
-		anthropicCredential(&req.Header, up, m.who.authed)
-	}
-	req.SetBodyRaw(m.send)
-	m.resp = fasthttp.AcquireResponse()
-	m.resp.StreamBody = true
-	var err error
-	if up.Timeout > 0 {
-		err = up.client.DoDeadline(req, m.resp, m.ex.start.Add(up.Timeout))
-	} else {
-		err = up.client.Do(req, m.resp)
-	}
-	fasthttp.ReleaseRequest(req)
+	out, info, err := provider.TranslateChatRequest(body)
 	if err != nil {
-		aerr, m.ex.reason = upstreamFailure(err, false)
-		m.ex.err = err
+		if anth == 1<<m.pool.Len()-1 {
+			return errUntranslatable(m.ex.model, err)
+		}
+		m.tried |= anth
+		return nil
+	}
+	// The usage chunk the gateway asked for is the gateway's, not the
+	// client's.
+	info.IncludeUsage = info.IncludeUsage && !m.hide
+	m.xsend, m.xinfo = out, info
+	return nil
+}
+
+// pick takes a slot on the pool's next upstream for an attempt, and
+// reports false when every upstream left is full.
+func (m *metered) pick() bool {
+	s, ok := m.pool.Pick(m.tried)
+	if !ok {
+		return false
+	}
+	m.slot, m.tried = s, m.tried|1<<s.Pos
+	m.up = m.rt.ups[s.Index]
+	m.xl = m.xsend != nil && m.up.kind == kindAnthropic
+	m.ex.upstream, m.ex.provider = m.up.Name, m.up.kind.String()
+	return true
+}
+
+// forward sends the request upstream, to the next upstream of the pool
+// after a failure it may retry (see retry), and answers the client: an
+// error before any response (502/504), a whole small body, or a stream
+// that goes on after the handler returns (async).
+func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, aerr *apiError) {
+	start := m.ex.start
+	var o route.Outcome
+	for {
+		if o, aerr = m.try(ctx, query, start); !m.retry(o) {
+			break
+		}
+		start = time.Now()
+	}
+	if aerr != nil {
+		m.report(o)
 		return false, aerr
 	}
 	status := m.resp.StatusCode()
@@ -189,8 +222,15 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	if _, err := m.bufs.br.Peek(1); err != nil && !errors.Is(err, io.EOF) {
 		aerr, m.ex.reason = upstreamFailure(err, true)
 		m.ex.err = err
+		if m.ex.reason == reasonTimeout {
+			o = route.Timeout
+		} else {
+			o = route.Broken
+		}
+		m.report(o)
 		return false, aerr
 	}
+	m.report(o)
 	if ok {
 		m.ex.ttft = time.Since(m.ex.start)
 	}
@@ -214,6 +254,101 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	m.stream = responseStream{m: m, sse: sse, ok: ok}
 	ctx.Response.SetBodyStream(&m.stream, size)
 	return true, nil
+}
+
+// try makes one attempt on m.up: it sends the request, the body replayed
+// from memory, and waits for the response head (bounded by the upstream's
+// timeout from start). The outcome is route.NumOutcomes when nothing was
+// sent (a request the upstream's addressing cannot express: 400).
+func (m *metered) try(ctx *fasthttp.RequestCtx, query []byte, start time.Time) (route.Outcome, *apiError) {
+	up := m.up
+	m.ex.attempts++
+	req := fasthttp.AcquireRequest()
+	path, body := m.path, m.send
+	if m.xl {
+		path, body = routeMessages, m.xsend
+	}
+	if err := outRequest(ctx, req, up, path, m.ex.model, query, true, m.who.authed, m.ex.requestID); err != nil {
+		fasthttp.ReleaseRequest(req)
+		return route.NumOutcomes, &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, message: err.Error()}
+	}
+	if m.xl {
+		anthropicCredential(&req.Header, up, m.who.authed)
+	}
+	req.SetBodyRaw(body)
+	m.resp = fasthttp.AcquireResponse()
+	m.resp.StreamBody = true
+	var err error
+	if up.Timeout > 0 {
+		err = up.client.DoDeadline(req, m.resp, start.Add(up.Timeout))
+	} else {
+		err = up.client.Do(req, m.resp)
+	}
+	fasthttp.ReleaseRequest(req)
+	if err != nil {
+		var aerr *apiError
+		aerr, m.ex.reason = upstreamFailure(err, false)
+		m.ex.err = err
+		if m.ex.reason == reasonTimeout {
+			return route.Timeout, aerr
+		}
+		return route.Connect, aerr
+	}
+	return route.StatusOutcome(m.resp.StatusCode()), nil
+}
+
+// retry moves the request to the next upstream of its pool after an
+// attempt that ended with o, when routing retries o, retries are left and
+// an upstream is: the failed attempt is reported, its response discarded
+// and its slot given back. Only outcomes before any response body byte
+// are retried (no response at all, or a whole error head such as 429 or
+// 503), and nothing has been sent to the client then; a response that
+// broke after its head is never replayed, as the upstream may have run it.
+func (m *metered) retry(o route.Outcome) bool {
+	t := m.rt.table
+	if m.pool == nil || !t.Retryable(o, m.ex.attempts) {
+		return false
+	}
+	prev, up, ra := m.slot, m.up, m.retryAfter(o)
+	if !m.pick() {
+		return false
+	}
+	t.Report(prev, o, ra)
+	t.Release(prev)
+	m.ex.tried = append(m.ex.tried, attempt{upstream: up.Name, outcome: o})
+	if m.ex.reason != "" {
+		m.p.m.upstreamErrors.WithLabelValues(up.Name, m.ex.reason).Inc()
+	}
+	m.ex.reason, m.ex.err = "", nil
+	if m.resp != nil {
+		_ = m.resp.CloseBodyStream() // unread: the connection is closed, not reused
+		fasthttp.ReleaseResponse(m.resp)
+		m.resp = nil
+	}
+	return true
+}
+
+// report records the outcome of the attempt that answers the request.
+func (m *metered) report(o route.Outcome) {
+	m.rt.table.Report(m.slot, o, m.retryAfter(o))
+}
+
+// retryAfter is how long a 429 answer asks to wait (retry-after-ms or
+// Retry-After, clamped by route.RetryAfter); 0 for other outcomes.
+func (m *metered) retryAfter(o route.Outcome) time.Duration {
+	if o != route.Status429 || m.resp == nil {
+		return 0
+	}
+	var ms, secs []byte
+	for k, v := range m.resp.Header.All() {
+		switch {
+		case strings.EqualFold(unsafeString(k), "Retry-After-Ms"):
+			ms = v
+		case strings.EqualFold(unsafeString(k), "Retry-After"):
+			secs = v
+		}
+	}
+	return route.RetryAfter(ms, secs, time.Now())
 }
 
 // compactBody gives the pooled request buffer back before a response
@@ -322,6 +457,10 @@ func (m *metered) count(b []byte) int64 { return m.p.tok.count(m.ex.model, b) }
 // records the request. It runs exactly once, on the goroutine that owns m.
 func (m *metered) end() {
 	p := m.p
+	if m.slot.Held() {
+		m.rt.table.Release(m.slot)
+		m.slot = route.Slot{}
+	}
 	if st := m.ex.status; st >= 500 || st == http.StatusTooManyRequests || (st >= 400 && m.resp == nil) {
 		// Failed by the gateway or the upstream, or refused before it was
 		// sent: not charged, the request itself included.

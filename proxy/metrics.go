@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/genai-gateway/genai-gateway/proxy/route"
 )
 
 // maxModels caps the distinct values of the `model` label, as
@@ -449,5 +451,53 @@ func (m *metrics) request(route, model, upstream string, code int, seconds, ttft
 	o.duration.Observe(seconds)
 	if ttft >= 0 {
 		o.ttft.Observe(ttft)
+	}
+}
+
+// routeCollector exports the routing state of the current upstreams, read
+// from their counters at scrape time so the request path only touches
+// atomics: genai_gateway_upstream_attempts_total{upstream,outcome},
+// genai_gateway_upstream_state{upstream,state} (healthy | cooling, 0 or 1;
+// half-open counts as cooling until a probe succeeds) and
+// genai_gateway_upstream_in_flight{upstream}. An upstream changed by a
+// reload starts its counters afresh.
+type routeCollector struct {
+	p                         *Proxy
+	attempts, state, inFlight *prometheus.Desc
+}
+
+func newRouteCollector(p *Proxy) routeCollector {
+	return routeCollector{p: p,
+		attempts: prometheus.NewDesc("genai_gateway_upstream_attempts_total",
+			"Attempts to upstreams by outcome: ok, 429, 500, 502, 503, 504, 5xx (other), connect, timeout, broken (failed after the response head, never retried).",
+			[]string{"upstream", "outcome"}, nil),
+		state: prometheus.NewDesc("genai_gateway_upstream_state",
+			"1 for the routing state each upstream is in (healthy, or cooling: skipped after a 429 or failures in a row, probed again by one request once the cool-down ends), 0 for the other.",
+			[]string{"upstream", "state"}, nil),
+		inFlight: prometheus.NewDesc("genai_gateway_upstream_in_flight",
+			"Requests in flight on each upstream, streams included (what least_busy and max_in_flight count).",
+			[]string{"upstream"}, nil),
+	}
+}
+
+func (c routeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.attempts
+	ch <- c.state
+	ch <- c.inFlight
+}
+
+func (c routeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range c.p.ups() {
+		name := labelValue(u.Name)
+		for o := range route.NumOutcomes {
+			ch <- prometheus.MustNewConstMetric(c.attempts, prometheus.CounterValue, float64(u.node.Attempts(o)), name, o.String())
+		}
+		cooling := 0.0
+		if u.node.Cooling() {
+			cooling = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, 1-cooling, name, "healthy")
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, cooling, name, "cooling")
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(u.node.InFlight()), name)
 	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/genai-gateway/genai-gateway/limiter"
 	"github.com/genai-gateway/genai-gateway/proxy/auth"
+	"github.com/genai-gateway/genai-gateway/proxy/route"
 )
 
 // Metered routes: POST requests to these paths are metered and limited.
@@ -81,13 +82,38 @@ type Upstream struct {
 	// APIVersion is Azure's api-version (azure); "" keeps the client's, or
 	// provider.DefaultAzureAPIVersion.
 	APIVersion string
+	// Weight is its share of its pools under the weighted strategy; < 1
+	// counts as 1.
+	Weight int
+	// MaxInFlight caps the requests in flight on it (streams included);
+	// a full upstream is skipped like a cooling one. 0 = no cap.
+	MaxInFlight int
+}
+
+// Routing is the policy over the pool of upstreams that serve a model.
+type Routing struct {
+	// Strategy is route.NamePriority (or ""), route.NameWeighted or
+	// route.NameLeastBusy.
+	Strategy string
+	// Retries is how many further upstreams a request may try after a
+	// failure, while nothing has reached the client; 0 = none.
+	Retries int
+	// RetryOn lists the outcomes retried (route.RetryOnValues); nil =
+	// none.
+	RetryOn []string
+	// Cooldown is how long a failing upstream is skipped; 0 = 30s.
+	Cooldown time.Duration
 }
 
 // Config configures a Proxy.
 type Config struct {
-	// Upstreams in order: a metered request goes to the first whose Models
-	// match; every other /v1/ request goes to the first.
+	// Upstreams in order: those whose Models match a metered request's
+	// model form its pool, routed by Routing; every other /v1/ request
+	// goes to the first.
 	Upstreams []Upstream
+	// Routing is the policy over each pool (see SetRouting); the zero
+	// value is priority without retries.
+	Routing Routing
 	// MaxBodyBytes bounds metered request bodies (413 past it); 0 = 10 MiB.
 	// Unmetered requests (uploads) stream through unbounded.
 	MaxBodyBytes int64
@@ -142,19 +168,20 @@ type coster interface {
 // Proxy is the gateway's proxy port. It is safe for concurrent use; two
 // Proxies in one process share nothing.
 type Proxy struct {
-	cfg       Config
-	upstreams atomic.Pointer[[]*upstream] // swapped whole by SetUpstreams
-	upsMu     sync.Mutex                  // serialises SetUpstreams
-	lim       Limiter
-	cost      coster // lim, when it prices usage
-	log       zerolog.Logger
-	m         *metrics
-	tok       tokenizers
-	bufs      sync.Pool // *streamBufs
-	bodyBufs  sync.Pool // *[]byte, request bodies
-	bodies    bodyBudget
-	auth      atomic.Pointer[auth.Authenticator]
-	ids       *requestIDs
+	cfg      Config
+	router   atomic.Pointer[router] // swapped whole by SetUpstreams and SetRouting
+	upsMu    sync.Mutex             // serialises SetUpstreams and SetRouting
+	routing  route.Config           // the policy the router was built with; under upsMu
+	lim      Limiter
+	cost     coster // lim, when it prices usage
+	log      zerolog.Logger
+	m        *metrics
+	tok      tokenizers
+	bufs     sync.Pool // *streamBufs
+	bodyBufs sync.Pool // *[]byte, request bodies
+	bodies   bodyBudget
+	auth     atomic.Pointer[auth.Authenticator]
+	ids      *requestIDs
 
 	draining atomic.Bool
 	inflight tracker
@@ -178,21 +205,28 @@ func New(cfg Config, lim Limiter, log zerolog.Logger, reg prometheus.Registerer)
 		lim = nil // a typed nil means no limiting too
 	}
 	p := &Proxy{cfg: cfg, lim: lim, log: log.With().Str("component", "proxy").Logger()}
+	var err error
 	p.cost, _ = lim.(coster)
 	p.bodies.max = cfg.MaxInflightBodyBytes
 	p.ids = newRequestIDs()
 	p.auth.Store(cfg.Auth)
+	if p.routing, err = routeConfig(cfg.Routing); err != nil {
+		return nil, err
+	}
 	ups, err := p.newUpstreams(cfg.Upstreams, nil)
 	if err != nil {
 		return nil, err
 	}
-	p.upstreams.Store(&ups)
+	p.router.Store(newRouter(ups, p.routing))
 	m, err := newMetrics(reg, metricsOptions{MaxUsers: cfg.MaxUsers, MaxSeries: cfg.MaxSeries, UserIdle: cfg.UserIdle, Now: time.Now})
 	if err != nil {
 		return nil, err
 	}
 	p.m = m
 	p.m.setUpstreams(upstreamProviders(ups))
+	if err := reg.Register(newRouteCollector(p)); err != nil {
+		return nil, fmt.Errorf("register proxy metrics: %w", err)
+	}
 	p.bufs.New = func() any { return newStreamBufs() }
 	p.bodyBufs.New = func() any { b := make([]byte, 0, initialBodyBuf); return &b }
 	return p, nil
@@ -227,7 +261,8 @@ func (p *Proxy) newUpstreams(cfgs []Upstream, old []*upstream) ([]*upstream, err
 
 func sameUpstream(a, b Upstream) bool {
 	return a.Name == b.Name && a.URL == b.URL && slices.Equal(a.Models, b.Models) && a.APIKey == b.APIKey &&
-		a.Timeout == b.Timeout && a.Provider == b.Provider && maps.Equal(a.Deployments, b.Deployments) && a.APIVersion == b.APIVersion
+		a.Timeout == b.Timeout && a.Provider == b.Provider && maps.Equal(a.Deployments, b.Deployments) && a.APIVersion == b.APIVersion &&
+		max(a.Weight, 1) == max(b.Weight, 1) && max(a.MaxInFlight, 0) == max(b.MaxInFlight, 0)
 }
 
 // SetUpstreams replaces the upstreams for new requests, atomically: a
@@ -236,16 +271,17 @@ func sameUpstream(a, b Upstream) bool {
 // unchanged keep their connections; the idle connections of those that
 // left are closed now, and those still busy close once idle (after
 // idleConnTimeout at most). On error (an invalid upstream) nothing
-// changes. Safe for concurrent use.
+// changes. An unchanged upstream keeps its health (a cooling one stays
+// cooling); a changed one starts healthy. Safe for concurrent use.
 func (p *Proxy) SetUpstreams(cfgs []Upstream) error {
 	p.upsMu.Lock()
 	defer p.upsMu.Unlock()
-	old := *p.upstreams.Load()
+	old := p.ups()
 	ups, err := p.newUpstreams(cfgs, old)
 	if err != nil {
 		return err
 	}
-	p.upstreams.Store(&ups)
+	p.router.Store(newRouter(ups, p.routing))
 	p.m.setUpstreams(upstreamProviders(ups))
 	for _, o := range old {
 		if !slices.Contains(ups, o) {
@@ -264,18 +300,55 @@ func upstreamProviders(ups []*upstream) [][2]string {
 	return out
 }
 
-// ups returns the current upstreams; the slice must not be changed.
-func (p *Proxy) ups() []*upstream { return *p.upstreams.Load() }
-
-// pick returns the first upstream that serves model, or nil.
-func (p *Proxy) pick(model string) *upstream {
-	for _, u := range p.ups() {
-		if u.serves(model) {
-			return u
-		}
+// SetRouting replaces the routing policy for new requests, atomically, as
+// SetUpstreams replaces the upstreams; the upstreams keep their health and
+// connections. On error (an unknown strategy or retry_on value) nothing
+// changes. Safe for concurrent use.
+func (p *Proxy) SetRouting(r Routing) error {
+	rc, err := routeConfig(r)
+	if err != nil {
+		return err
 	}
+	p.upsMu.Lock()
+	defer p.upsMu.Unlock()
+	p.routing = rc
+	p.router.Store(newRouter(p.ups(), rc))
 	return nil
 }
+
+// routeConfig parses a Routing.
+func routeConfig(r Routing) (route.Config, error) {
+	s, err := route.ParseStrategy(r.Strategy)
+	if err != nil {
+		return route.Config{}, fmt.Errorf("proxy: %w", err)
+	}
+	on, err := route.ParseRetryOn(r.RetryOn)
+	if err != nil {
+		return route.Config{}, fmt.Errorf("proxy: routing %w", err)
+	}
+	if r.Retries < 0 || r.Cooldown < 0 {
+		return route.Config{}, errors.New("proxy: routing retries and cooldown must not be negative")
+	}
+	return route.Config{Strategy: s, Retries: r.Retries, RetryOn: on, Cooldown: r.Cooldown}, nil
+}
+
+// router is one set of upstreams with the routing table over them. A
+// request holds the router it started with to its end.
+type router struct {
+	ups   []*upstream
+	table *route.Table
+}
+
+func newRouter(ups []*upstream, rc route.Config) *router {
+	members := make([]route.Member, len(ups))
+	for i, u := range ups {
+		members[i] = route.Member{Node: u.node, Models: u.Models}
+	}
+	return &router{ups: ups, table: route.NewTable(rc, members)}
+}
+
+// ups returns the current upstreams; the slice must not be changed.
+func (p *Proxy) ups() []*upstream { return p.router.Load().ups }
 
 // SetDraining turns /readyz to 503 so load balancers stop sending new
 // requests; requests in flight continue. Safe for concurrent use.

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpproxy"
 
 	"github.com/genai-gateway/genai-gateway/proxy/provider"
+	"github.com/genai-gateway/genai-gateway/proxy/route"
 )
 
 // Upstream connection settings.
@@ -50,6 +51,7 @@ type upstream struct {
 	kind     providerKind
 	azure    *provider.Azure // addressing of an azure upstream
 	client   *fasthttp.HostClient
+	node     *route.Node // health, requests in flight, attempts
 }
 
 // providerKind is an upstream's Provider, as a number for the hot path.
@@ -94,7 +96,7 @@ func newUpstream(i int, u Upstream, tlsCfg *tls.Config) (*upstream, error) {
 		}
 	}
 	up := &upstream{Upstream: u, base: base, host: base.Host, origin: base.Scheme + "://" + base.Host,
-		prefix: strings.TrimSuffix(base.EscapedPath(), "/")}
+		prefix: strings.TrimSuffix(base.EscapedPath(), "/"), node: route.NewNode(u.Name, u.Weight, u.MaxInFlight)}
 	switch u.Provider {
 	case "", ProviderOpenAI:
 		up.kind, up.authName = kindOpenAI, "Authorization"

@@ -214,8 +214,8 @@ func (a *App) operatorMux() http.Handler {
 }
 
 // Reload applies a new, valid configuration without a restart: rate limits
-// (rate_limit.enabled, missing_user, limits, overrides) and auth (keys,
-// jwt) and upstreams are swapped for new requests, while requests in flight
+// (rate_limit.enabled, missing_user, limits, overrides), auth (keys, jwt),
+// routing and upstreams are swapped for new requests, while requests in flight
 // finish under the ones they started with; a key removed from the file stops
 // working. Changes of other keys (listen, metrics_listen, cluster, ...)
 // need a restart, and Reload says so in the log. On error nothing changes.
@@ -240,10 +240,15 @@ func (a *App) reload(next config.Config) error {
 		}
 		return fmt.Errorf("rate_limit: %w", err)
 	}
-	// Upstreams swap for new requests; those in flight finish on theirs.
-	// Validate has checked what SetUpstreams checks, so it cannot refuse
-	// them here; if it ever did, the running upstreams stay and are named
-	// below as needing a restart.
+	// Routing and upstreams swap for new requests; those in flight finish
+	// on theirs. Validate has checked what SetRouting and SetUpstreams
+	// check, so they cannot refuse them here; if one ever did, the running
+	// section stays and is named below as needing a restart.
+	if err := a.proxy.SetRouting(proxyRouting(next.Routing)); err != nil {
+		a.log.Error().Err(err).Msg("reload: routing refused; the running one stays")
+	} else {
+		a.cfg.Routing = next.Routing
+	}
 	if err := a.proxy.SetUpstreams(proxyUpstreams(next.Upstreams)); err != nil {
 		a.log.Error().Err(err).Msg("reload: upstreams refused; the running ones stay")
 	} else {
@@ -258,7 +263,7 @@ func (a *App) reload(next config.Config) error {
 	applied.RateLimit.Limits, applied.RateLimit.Overrides = next.RateLimit.Limits, next.RateLimit.Overrides
 	applied.Prices = next.Prices
 	if keys := restartKeys(applied, next); len(keys) > 0 {
-		a.log.Warn().Strs("keys", keys).Msg("reload applies rate_limit, prices and auth; these changes need a restart")
+		a.log.Warn().Strs("keys", keys).Msg("reload applies rate_limit, prices, auth, routing and upstreams; these changes need a restart")
 	}
 	// Only what was applied changes, so readers of other keys (Shutdown
 	// reads drain_timeout) never race with a reload.
@@ -364,15 +369,22 @@ func proxyUpstreams(in []config.Upstream) []proxy.Upstream {
 		ups = append(ups, proxy.Upstream{
 			Name: u.Name, URL: u.URL, Models: u.Models, APIKey: u.APIKey.Value(), Timeout: u.Timeout,
 			Provider: u.EffectiveProvider(), Deployments: u.Deployments, APIVersion: u.APIVersion,
+			Weight: u.Weight, MaxInFlight: u.MaxInFlight,
 		})
 	}
 	return ups
+}
+
+// proxyRouting converts the config's routing section.
+func proxyRouting(r config.Routing) proxy.Routing {
+	return proxy.Routing{Strategy: r.Strategy, Retries: r.Retries, RetryOn: r.RetryOn, Cooldown: r.Cooldown}
 }
 
 // proxyConfig converts the config's proxy-facing keys.
 func proxyConfig(cfg config.Config, ready func() bool) proxy.Config {
 	return proxy.Config{
 		Upstreams:            proxyUpstreams(cfg.Upstreams),
+		Routing:              proxyRouting(cfg.Routing),
 		MaxBodyBytes:         cfg.MaxBodyBytes,
 		MaxInflightBodyBytes: cfg.MaxInflightBodyBytes,
 		BodyReadTimeout:      cfg.BodyReadTimeout,
