@@ -48,6 +48,9 @@ type metered struct {
 	// answer is translated back.
 	xl    bool
 	xsend []byte
+	// rev is the same for a Messages request to an openai or azure
+	// upstream: chat completions there and back (messages_xl.go).
+	rev   reverseState
 	xinfo provider.ChatRequest
 	resp  *fasthttp.Response
 	bufs  *streamBufs
@@ -127,6 +130,11 @@ func (m *metered) prepare(route string) *apiError {
 			return aerr
 		}
 	}
+	if route == routeMessages {
+		if aerr := m.reverse(body); aerr != nil {
+			return aerr
+		}
+	}
 	if !m.pick() {
 		return errUpstreamsFull(m.ex.model)
 	}
@@ -184,6 +192,7 @@ func (m *metered) pick() bool {
 	m.slot, m.tried = s, m.tried|1<<s.Pos
 	m.up = m.rt.ups[s.Index]
 	m.xl = m.xsend != nil && m.up.kind == kindAnthropic
+	m.rev.on = m.rev.send != nil && m.up.kind != kindAnthropic
 	m.ex.upstream, m.ex.provider = m.up.Name, m.up.kind.String()
 	return true
 }
@@ -239,6 +248,9 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	if ok {
 		setGatewayLimitHeaders(&ctx.Response.Header, m.res)
 	}
+	if m.rev.on && !sse {
+		return false, m.reverseWhole(ctx, ok)
+	}
 	if m.xl && !sse {
 		return false, m.translated(ctx, ok)
 	}
@@ -247,7 +259,7 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	}
 	// Streamed: chunked unless the body passes through unchanged with a
 	// known size.
-	if sse && (m.hide || m.xl) {
+	if sse && (m.hide || m.xl || m.rev.on) {
 		size = -1
 	}
 	m.compactBody()
@@ -268,12 +280,18 @@ func (m *metered) try(ctx *fasthttp.RequestCtx, query []byte, start time.Time) (
 	if m.xl {
 		path, body = routeMessages, m.xsend
 	}
+	if m.rev.on {
+		path, body = routeChat, m.rev.send
+	}
 	if err := outRequest(ctx, req, up, path, m.ex.model, query, true, m.who.authed, m.ex.requestID); err != nil {
 		fasthttp.ReleaseRequest(req)
 		return route.NumOutcomes, &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, message: err.Error()}
 	}
 	if m.xl {
 		anthropicCredential(&req.Header, up, m.who.authed)
+	}
+	if m.rev.on {
+		openAICredential(&req.Header, up, m.who.authed)
 	}
 	req.SetBodyRaw(body)
 	m.resp = fasthttp.AcquireResponse()
@@ -516,6 +534,8 @@ func (s *responseStream) WriteTo(w io.Writer) (int64, error) {
 	cw := &m.cw
 	var rerr, werr error
 	switch {
+	case s.sse && m.rev.on:
+		rerr, werr = m.reverseStream(cw)
 	case s.sse && m.xl:
 		rerr, werr = m.translateStream(cw)
 	case s.sse:

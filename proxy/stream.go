@@ -119,7 +119,7 @@ type sseCopier struct {
 	anth *provider.AnthropicStreamMeter
 	// xl, when set, translates each event instead of copying it: events
 	// are held whole (up to maxTranslatedEvent) and handed to it.
-	xl     *provider.ChatStream
+	xl     eventTranslator
 	failed error // stops the copy: an event too large to translate
 
 	ev      []byte // the event being read

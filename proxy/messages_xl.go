@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/genai-gateway/genai-gateway/proxy/provider"
+)
+
+// The reverse translation: an Anthropic client (POST /v1/messages) calling
+// a model an openai or azure upstream serves. The Messages request is sent
+// as a chat completions request, and the answer (whole, streamed, or an
+// error) comes back in the Messages API's shape. The request is limited
+// and metered as a native one: admitted on the Messages body's prompt
+// estimate and max_tokens, settled with the usage of the chat answer.
+
+// reverseState is a Messages request's chat completions translation, for
+// the openai and azure upstreams of its pool.
+type reverseState struct {
+	send []byte // the chat completions body; nil when not translated
+	info provider.MessagesRequest
+	on   bool // the current attempt goes to an openai or azure upstream
+}
+
+// eventTranslator translates an upstream event stream event by event
+// instead of copying it (provider.ChatStream, provider.MessagesStream).
+type eventTranslator interface {
+	Event(name string, data []byte) error
+}
+
+// errUntranslatableMessages answers a Messages request that cannot be
+// expressed as a chat completions request (400, in Anthropic's shape on
+// this route), naming the field.
+func errUntranslatableMessages(model string, err error) *apiError {
+	var re *provider.RequestError
+	if !errors.As(err, &re) {
+		return errInternal()
+	}
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "unsupported_for_model",
+		message: "The model `" + model + "` is served through the chat completions API, which cannot take this request: " + re.Error()}
+}
+
+// reverse prepares a Messages request for the openai and azure upstreams
+// of its pool, if any: the chat completions body they are sent. A body
+// that cannot be translated keeps the request off them (400 when the pool
+// has no other upstream).
+func (m *metered) reverse(body []byte) *apiError {
+	chat := m.pool.Mask(func(i int) bool { return m.rt.ups[i].kind != kindAnthropic })
+	if chat == 0 {
+		return nil
+	}
+	out, info, err := provider.TranslateMessagesRequest(body)
+	if err != nil {
+		if chat == 1<<m.pool.Len()-1 {
+			return errUntranslatableMessages(m.ex.model, err)
+		}
+		m.tried |= chat
+		return nil
+	}
+	m.rev.send, m.rev.info = out, info
+	return nil
+}
+
+// openAICredential moves the Anthropic client's own key (x-api-key) of a
+// translated request to the upstream's header (Authorization: Bearer, or
+// api-key for azure) when the client's credential is forwarded at all (no
+// auth, no upstream api_key), and removes the Messages API's version and
+// beta headers, which mean nothing to a chat completions upstream.
+func openAICredential(h *fasthttp.RequestHeader, up *upstream, authed bool) {
+	h.Del(provider.AnthropicVersionHeader)
+	h.Del("Anthropic-Beta")
+	k := h.Peek(provider.AnthropicKeyHeader)
+	if authed || up.auth != nil || len(k) == 0 {
+		return
+	}
+	switch {
+	case up.kind == kindAzure && len(h.Peek(provider.AzureKeyHeader)) == 0:
+		h.SetBytesV(provider.AzureKeyHeader, k)
+	case up.kind != kindAzure && len(h.Peek("Authorization")) == 0:
+		h.SetBytesV("Authorization", append([]byte("Bearer "), k...))
+	}
+	h.Del(provider.AnthropicKeyHeader)
+}
+
+// reverseWhole answers a translated Messages request from the whole chat
+// completions answer: a Messages response, metered from the chat answer's
+// usage, or the upstream's error in Anthropic's shape. An answer larger
+// than maxHeldBody or not a chat completion gets 502.
+func (m *metered) reverseWhole(ctx *fasthttp.RequestCtx, ok bool) *apiError {
+	buf, err := m.readHeld()
+	if err != nil {
+		aerr, reason := upstreamFailure(err, true)
+		if errors.Is(err, errHeldTooLarge) {
+			aerr.message = "The upstream's answer is too large to translate."
+		}
+		m.ex.reason, m.ex.err = reason, err
+		return aerr
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	if !ok {
+		ctx.Response.SetBodyRaw(provider.OpenAIToAnthropicError(m.ex.status, buf))
+		return nil
+	}
+	u, found := extractUsage(buf)
+	if !found {
+		u = usage{prompt: m.est.estimate(), completion: countCompletionText(routeChat, buf, m.count)}
+	}
+	out, err := provider.TranslateChatResponse(buf, provider.Usage{Prompt: u.prompt, Completion: u.completion})
+	if err != nil {
+		m.ex.reason, m.ex.err = reasonBroken, err
+		return &apiError{status: http.StatusBadGateway, typ: typeServer, code: "upstream_error",
+			message: "The upstream's answer cannot be translated to a Messages API response: " + err.Error()}
+	}
+	if found {
+		m.setUsage(u)
+	} else {
+		m.ex.prompt, m.ex.completion = u.prompt, u.completion
+	}
+	ctx.Response.SetBodyRaw(out)
+	return nil
+}
+
+// reverseStream translates a chat completions chunk stream into Messages
+// API events written to cw, event by event, and meters it. A stream that
+// ends without [DONE] (cut, or an event too large) ends with an Anthropic
+// error event, which SDKs raise.
+func (m *metered) reverseStream(cw *coalescer) (rerr, werr error) {
+	ms := provider.NewMessagesStream(cw, provider.MessagesStreamOptions{Count: m.count, Prompt: m.est.estimate()})
+	c := newSSECopier(m.bufs, kindChat, false, m)
+	c.xl = ms
+	rerr, werr = c.copy(cw, cw.flush)
+	if werr == nil && !ms.Done() {
+		msg := errStreamBrokeOff
+		if errors.Is(rerr, errEventTooLarge) {
+			msg = "An upstream event was larger than the gateway translates."
+		}
+		werr = ms.Fail("api_error", msg)
+	}
+	if u, ok := ms.Usage(); ok {
+		m.setUsage(fromProvider(u))
+	} else {
+		m.ex.prompt, m.ex.completion = m.est.estimate(), ms.CompletionTokens()
+	}
+	m.bufs.keep(c.ev, c.text, c.tail)
+	return rerr, werr
+}
