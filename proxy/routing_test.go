@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,19 +38,24 @@ type flaky struct {
 	mode atomic.Int32
 	all  atomic.Int64 // requests seen, failed ones included
 	stop chan struct{}
+	once sync.Once
 }
+
+// unblock ends every hung request, now and later.
+func (f *flaky) unblock() { f.once.Do(func() { close(f.stop) }) }
 
 func newFlaky(t testing.TB, mode int) *flaky {
 	f := &flaky{fakeLLM: newFakeLLM(t), stop: make(chan struct{})}
 	f.mode.Store(int32(mode))
 	f.srv.Config.Handler = f
-	t.Cleanup(func() { close(f.stop) }) // runs before the server closes: hung handlers return
+	t.Cleanup(f.unblock) // runs before the server closes: hung handlers return
 	return f
 }
 
 func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.all.Add(1)
-	_, _ = io.Copy(io.Discard, r.Body)
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	switch f.mode.Load() {
 	case mode429:
 		w.Header().Set("Retry-After", "7")
