@@ -98,6 +98,9 @@ func (m *metered) reverseWhole(ctx *fasthttp.RequestCtx, ok bool) *apiError {
 		m.ex.reason, m.ex.err = reason, err
 		return aerr
 	}
+	// The grown buffer serves the next response too (it is not kept
+	// past textMax); nothing below keeps buf.
+	m.bufs.keep(m.bufs.ev, buf, m.bufs.tail)
 	ctx.Response.Header.SetContentType("application/json")
 	if !ok {
 		ctx.Response.SetBodyRaw(provider.OpenAIToAnthropicError(m.ex.status, buf))

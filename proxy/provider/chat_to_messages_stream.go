@@ -29,8 +29,9 @@ type MessagesStreamOptions struct {
 // `event: NAME\ndata: JSON\n\n` events per call, in one Write, so the caller
 // can flush after each call. Text and argument fragments are copied as raw
 // JSON strings. Its memory is its output buffer (as large as the largest
-// event), the bounded text of the tokenizer fallback and the indexes of at
-// most maxStreamToolCalls tool calls. Not safe for concurrent use.
+// event), the text kept for the tokenizer fallback (at most textMax bytes)
+// and the indexes of at most maxStreamToolCalls tool calls. Not safe for
+// concurrent use.
 //
 // The mapping: the first chunk → message_start (id and model of the
 // chunk); content deltas → a text block (content_block_start, then
@@ -45,9 +46,13 @@ type MessagesStreamOptions struct {
 // it) and the end. Chunks without choices or usage (Azure's prompt filter
 // results) write nothing.
 type MessagesStream struct {
-	w     io.Writer
-	opts  MessagesStreamOptions
-	meter AnthropicStreamMeter // only its text counter
+	w    io.Writer
+	opts MessagesStreamOptions
+
+	// The tokenizer fallback: streamed text not yet counted (grown as it
+	// comes, up to textMax), and the tokens of the text already counted.
+	text       []byte
+	textTokens int64
 
 	buf     []byte
 	started bool
@@ -67,9 +72,7 @@ type MessagesStream struct {
 
 // NewMessagesStream returns a translator writing to w.
 func NewMessagesStream(w io.Writer, opts MessagesStreamOptions) *MessagesStream {
-	s := &MessagesStream{w: w, opts: opts, open: -1, openTool: -1, buf: make([]byte, 0, 512)}
-	s.meter.Reset(opts.Count)
-	return s
+	return &MessagesStream{w: w, opts: opts, open: -1, openTool: -1, buf: make([]byte, 0, 512)}
 }
 
 // Done reports whether the stream has ended: [DONE] or an error payload
@@ -84,7 +87,39 @@ func (s *MessagesStream) Usage() (Usage, bool) { return s.usage, s.haveUsage }
 
 // CompletionTokens returns the tokenizer count of the streamed text and
 // tool arguments.
-func (s *MessagesStream) CompletionTokens() int64 { return s.meter.CompletionTokens() }
+func (s *MessagesStream) CompletionTokens() int64 {
+	s.countText()
+	return clamp(s.textTokens)
+}
+
+// addText keeps a streamed string for the tokenizer fallback, counting the
+// kept text whenever it would pass textMax.
+func (s *MessagesStream) addText(v gjson.Result) {
+	str := v.Str
+	if len(s.text)+len(str) > textMax {
+		s.countText()
+		if len(str) > textMax {
+			s.textTokens += s.tokens(unsafeBytes(str))
+			return
+		}
+	}
+	s.text = append(s.text, str...)
+}
+
+func (s *MessagesStream) countText() {
+	s.textTokens += s.tokens(s.text)
+	s.text = s.text[:0]
+}
+
+func (s *MessagesStream) tokens(b []byte) int64 {
+	if len(b) == 0 {
+		return 0
+	}
+	if s.opts.Count == nil {
+		return int64(len(b)+3) / 4
+	}
+	return clamp(s.opts.Count(b))
+}
 
 // Event translates the data of one upstream event (OpenAI streams name no
 // events; name is ignored). It returns the error of writing to w. data is
@@ -101,24 +136,40 @@ func (s *MessagesStream) Event(_ string, data []byte) error {
 	if len(data) == 0 || data[0] != '{' || !depthOK(data, MaxDepth) {
 		return nil // keep-alives, garbage
 	}
-	js := unsafeString(data)
-	root := gjson.Parse(js)
+	// One walk of the top level.
+	var id, model, errv, choice, use gjson.Result
+	gjson.Parse(unsafeString(data)).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "id":
+			id = v
+		case "model":
+			model = v
+		case "error":
+			errv = v
+		case "choices":
+			v.ForEach(func(_, c gjson.Result) bool {
+				choice = c
+				return false
+			})
+		case "usage":
+			use = v
+		}
+		return true
+	})
 	s.buf = s.buf[:0]
-	if e := root.Get("error"); e.Exists() && e.Type != gjson.Null {
-		msg := e.Get("message").Str
+	if errv.Exists() && errv.Type != gjson.Null {
+		msg := errv.Get("message").Str
 		if msg == "" {
 			msg = "upstream stream failed"
 		}
 		s.fail("api_error", msg)
 		return s.write()
 	}
-	choice := root.Get("choices.0")
-	use := root.Get("usage")
 	if !choice.IsObject() && !use.IsObject() {
 		return nil
 	}
 	if !s.started {
-		s.start(root.Get("id"), root.Get("model"))
+		s.start(id, model)
 	}
 	if choice.IsObject() {
 		s.choice(choice)
@@ -163,11 +214,11 @@ func (s *MessagesStream) start(id, model gjson.Result) {
 func (s *MessagesStream) choice(ch gjson.Result) {
 	d := ch.Get("delta")
 	if c := d.Get("content"); c.Type == gjson.String && c.Str != "" {
-		s.text(c)
+		s.textDelta(c)
 	}
 	if r := d.Get("refusal"); r.Type == gjson.String && r.Str != "" {
 		s.refused = true
-		s.text(r)
+		s.textDelta(r)
 	}
 	d.Get("tool_calls").ForEach(func(_, tc gjson.Result) bool {
 		return s.toolDelta(tc)
@@ -185,16 +236,16 @@ func (s *MessagesStream) choice(ch gjson.Result) {
 	}
 }
 
-// text writes a text delta, opening a text block first when the open block
+// textDelta writes a text delta, opening a text block first when the open block
 // is not one.
-func (s *MessagesStream) text(t gjson.Result) {
+func (s *MessagesStream) textDelta(t gjson.Result) {
 	if s.open < 0 || s.openTool >= 0 {
 		s.stop()
 		s.startBlock()
 		s.buf = append(s.buf, `{"type":"text","text":""}}`+"\n\n"...)
 		s.openTool = -1
 	}
-	s.meter.addText(t)
+	s.addText(t)
 	s.event("content_block_delta", `{"type":"content_block_delta","index":`)
 	s.buf = strconv.AppendInt(s.buf, s.open, 10)
 	s.buf = append(s.buf, `,"delta":{"type":"text_delta","text":`...)
@@ -245,7 +296,7 @@ func (s *MessagesStream) toolDelta(tc gjson.Result) bool {
 		s.fail("api_error", "The upstream interleaved tool call arguments, which the Messages API stream cannot carry.")
 		return false
 	}
-	s.meter.addText(args)
+	s.addText(args)
 	s.event("content_block_delta", `{"type":"content_block_delta","index":`)
 	s.buf = strconv.AppendInt(s.buf, s.open, 10)
 	s.buf = append(s.buf, `,"delta":{"type":"input_json_delta","partial_json":`...)
@@ -292,7 +343,7 @@ func (s *MessagesStream) finish() {
 	}
 	u := s.usage
 	if !s.haveUsage {
-		u = Usage{Prompt: clamp(s.opts.Prompt), Completion: s.meter.CompletionTokens()}
+		u = Usage{Prompt: clamp(s.opts.Prompt), Completion: s.CompletionTokens()}
 	}
 	s.event("message_delta", `{"type":"message_delta","delta":{"stop_reason":"`)
 	s.buf = append(s.buf, reason...)
