@@ -184,6 +184,7 @@ func TestLeastBusyUnevenLatency(t *testing.T) {
 	wg.Wait()
 	e.idle(t)
 	s, f := slow.hits.Load(), fast.hits.Load()
+	t.Logf("least_busy: slow upstream %d requests, fast %d", s, f)
 	if s+f != 60 || f < 2*s {
 		t.Errorf("least_busy: slow upstream got %d requests, fast %d; want the fast one at least 2x the slow one", s, f)
 	}

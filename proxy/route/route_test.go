@@ -328,3 +328,28 @@ func TestConcurrentPicks(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPick is the routing decision alone: pick, report, release, for
+// one member and for three under each strategy.
+func BenchmarkPick(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		st   Strategy
+		n    int
+	}{{"one", Priority, 1}, {"three/priority", Priority, 3}, {"three/weighted", Weighted, 3}, {"three/least_busy", LeastBusy, 3}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var nodes []*Node
+			for i := range bc.n {
+				nodes = append(nodes, NewNode(string(rune('a'+i)), i+1, 0))
+			}
+			tab, _ := newTable(Config{Strategy: bc.st}, nodes...)
+			b.ReportAllocs()
+			for b.Loop() {
+				p := tab.Pool("gpt-4o")
+				s, _ := p.Pick(0)
+				tab.Report(s, OK, 0)
+				tab.Release(s)
+			}
+		})
+	}
+}
