@@ -117,9 +117,6 @@ func StatusOutcome(code int) Outcome {
 	return OK
 }
 
-// failure reports whether o counts towards a cool-down.
-func (o Outcome) failure() bool { return o != OK && o != Status429 }
-
 // OutcomeSet is a set of outcomes (retry_on).
 type OutcomeSet uint16
 
