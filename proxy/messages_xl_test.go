@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 
 	"github.com/genai-gateway/genai-gateway/cmd/mockllm/mock"
+	"github.com/genai-gateway/genai-gateway/proxy/route"
 )
 
 // TestReverseAnthropicClient: the official Anthropic client calls gpt-4o,
@@ -315,4 +317,70 @@ func TestReverseBrokenStream(t *testing.T) {
 	if _, c := e.tokens("cut", "gpt-4o"); c < 1 || c > 8 {
 		t.Errorf("metered completion: got %v, want what was streamed (1 to 8)", c)
 	}
+}
+
+// TestReversePool: a model served by an anthropic and an openai upstream
+// in one pool is sent native or translated by the upstream each attempt
+// goes to: a retry after a dead upstream crosses formats either way, and
+// a body only the Messages API can take skips the chat upstream.
+func TestReversePool(t *testing.T) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadURL := "http://" + dead.Addr().String()
+	dead.Close()
+	routing := Routing{Strategy: "priority", Retries: 2, RetryOn: route.DefaultRetryOn, Cooldown: time.Second}
+	const body = `{"model":"mix-1","max_tokens":3,"messages":[{"role":"user","content":"a b"}]}`
+	hdr := []string{"user", "pat", "anthropic-version", "2023-06-01"}
+	check := func(t *testing.T, resp *http.Response, body []byte) {
+		t.Helper()
+		var msg struct {
+			Type    string
+			Content []struct{ Text string }
+		}
+		if err := json.Unmarshal(body, &msg); err != nil || resp.StatusCode != http.StatusOK || msg.Type != "message" ||
+			len(msg.Content) != 1 || msg.Content[0].Text != "w1 w2 w3" {
+			t.Fatalf("got %d %s (%v), want a Messages answer w1 w2 w3", resp.StatusCode, body, err)
+		}
+	}
+
+	t.Run("anthropic down, chat upstream answers", func(t *testing.T) {
+		oa := newMockUpstream(t, mock.Options{})
+		e := newEnv(t, Config{Routing: routing, Upstreams: []Upstream{
+			{Name: "claude", URL: deadURL, Provider: ProviderAnthropic, Models: []string{"mix-*"}, Timeout: time.Minute},
+			{Name: "oa", URL: oa.srv.URL, Models: []string{"mix-*"}, Timeout: time.Minute},
+		}}, nil)
+		resp, b := e.post(t, routeMessages, body, hdr...)
+		check(t, resp, b)
+		if got := oa.last(t).URL.Path; got != routeChat {
+			t.Errorf("openai upstream path: got %s, want %s", got, routeChat)
+		}
+		if p, c := e.tokens("pat", "mix-1"); p != 2 || c != 3 {
+			t.Errorf("metered: got %v/%v, want 2/3", p, c)
+		}
+	})
+
+	t.Run("chat upstream down, anthropic answers natively", func(t *testing.T) {
+		claude := newMockUpstream(t, mock.Options{})
+		e := newEnv(t, Config{Routing: routing, Upstreams: []Upstream{
+			{Name: "oa", URL: deadURL, Models: []string{"mix-*"}, Timeout: time.Minute},
+			{Name: "claude", URL: claude.srv.URL, Provider: ProviderAnthropic, Models: []string{"mix-*"}, Timeout: time.Minute},
+		}}, nil)
+		resp, b := e.post(t, routeMessages, body, hdr...)
+		check(t, resp, b)
+		if got := claude.last(t).URL.Path; got != routeMessages {
+			t.Errorf("anthropic upstream path: got %s, want %s", got, routeMessages)
+		}
+	})
+
+	t.Run("untranslatable body skips the chat upstream", func(t *testing.T) {
+		oa, claude := newMockUpstream(t, mock.Options{}), newMockUpstream(t, mock.Options{})
+		e := newEnv(t, Config{Routing: routing, Upstreams: []Upstream{
+			{Name: "oa", URL: oa.srv.URL, Models: []string{"mix-*"}, Timeout: time.Minute},
+			{Name: "claude", URL: claude.srv.URL, Provider: ProviderAnthropic, Models: []string{"mix-*"}, Timeout: time.Minute},
+		}}, nil)
+		resp, b := e.post(t, routeMessages, strings.Replace(body, `"max_tokens"`, `"top_k":5,"max_tokens"`, 1), hdr...)
+		check(t, resp, b)
+		if oa.count() != 0 || claude.count() != 1 {
+			t.Errorf("got %d chat and %d Messages requests upstream, want 0 and 1", oa.count(), claude.count())
+		}
+	})
 }
