@@ -353,3 +353,17 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+// FuzzRetryAfter: whatever an upstream sends as retry-after-ms and
+// Retry-After, the cool-down read from them is within [0, MaxCooldown].
+func FuzzRetryAfter(f *testing.F) {
+	for _, s := range [][2]string{{"", "7"}, {"1500", ""}, {"", "Wed, 21 Oct 2015 07:28:00 GMT"}, {"-1", "1e9"}, {"99999999999", "9999999"}} {
+		f.Add(s[0], s[1])
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, ms, secs string) {
+		if d := RetryAfter([]byte(ms), []byte(secs), now); d < 0 || d > MaxCooldown {
+			t.Errorf("RetryAfter(%q, %q): got %s, want within [0, %s]", ms, secs, d, MaxCooldown)
+		}
+	})
+}
