@@ -130,8 +130,8 @@ func (m *metered) prepare(route string) *apiError {
 			return aerr
 		}
 	}
-	if route == routeMessages {
-		if aerr := m.reverse(body); aerr != nil {
+	if route == routeMessages || route == routeCountTokens {
+		if aerr := m.reverse(route, body); aerr != nil || m.rev.count {
 			return aerr
 		}
 	}
@@ -202,6 +202,9 @@ func (m *metered) pick() bool {
 // error before any response (502/504), a whole small body, or a stream
 // that goes on after the handler returns (async).
 func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, aerr *apiError) {
+	if m.rev.count {
+		return false, m.countTokens(ctx)
+	}
 	start := m.ex.start
 	var o route.Outcome
 	for {

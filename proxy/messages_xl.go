@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 
@@ -22,6 +23,10 @@ type reverseState struct {
 	send []byte // the chat completions body; nil when not translated
 	info provider.MessagesRequest
 	on   bool // the current attempt goes to an openai or azure upstream
+	// count: a count_tokens request whose pool has only openai and azure
+	// upstreams, none of which counts Messages tokens: the gateway
+	// answers it from send.
+	count bool
 }
 
 // eventTranslator translates an upstream event stream event by event
@@ -42,18 +47,33 @@ func errUntranslatableMessages(model string, err error) *apiError {
 		message: "The model `" + model + "` is served through the chat completions API, which cannot take this request: " + re.Error()}
 }
 
-// reverse prepares a Messages request for the openai and azure upstreams
-// of its pool, if any: the chat completions body they are sent. A body
-// that cannot be translated keeps the request off them (400 when the pool
-// has no other upstream).
-func (m *metered) reverse(body []byte) *apiError {
+// reverse prepares a Messages request (route messages or count_tokens)
+// for the openai and azure upstreams of its pool, if any: the chat
+// completions body they are sent. A body that cannot be translated keeps
+// the request off them (400 when the pool has no other upstream).
+// count_tokens goes to an anthropic upstream of the pool when there is
+// one, else the gateway counts it (rev.count).
+func (m *metered) reverse(route string, body []byte) *apiError {
 	chat := m.pool.Mask(func(i int) bool { return m.rt.ups[i].kind != kindAnthropic })
 	if chat == 0 {
 		return nil
 	}
+	all := chat == 1<<m.pool.Len()-1
+	if route == routeCountTokens {
+		if !all {
+			m.tried |= chat
+			return nil
+		}
+		out, err := provider.TranslateCountTokensRequest(body)
+		if err != nil {
+			return errUntranslatableMessages(m.ex.model, err)
+		}
+		m.rev.send, m.rev.count = out, true
+		return nil
+	}
 	out, info, err := provider.TranslateMessagesRequest(body)
 	if err != nil {
-		if chat == 1<<m.pool.Len()-1 {
+		if all {
 			return errUntranslatableMessages(m.ex.model, err)
 		}
 		m.tried |= chat
@@ -148,4 +168,19 @@ func (m *metered) reverseStream(cw *coalescer) (rerr, werr error) {
 	}
 	m.bufs.keep(c.ev, c.text, c.tail)
 	return rerr, werr
+}
+
+// countTokens answers count_tokens for a model only chat completions
+// upstreams serve: {"input_tokens": N}, N the gateway's count of the
+// translated request's prompt with the model's tokenizer (as for a chat
+// request: message text and OpenAI's per-message overhead; tools and
+// images are not counted). Nothing is sent upstream, nothing is charged.
+func (m *metered) countTokens(ctx *fasthttp.RequestCtx) *apiError {
+	n := m.p.tok.estimatePrompt(routeChat, m.ex.model, m.rev.send)
+	b := append(make([]byte, 0, 40), `{"input_tokens":`...)
+	b = strconv.AppendInt(b, n, 10)
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.SetBodyRaw(append(b, "}\n"...))
+	m.ex.status = http.StatusOK
+	return nil
 }

@@ -203,6 +203,32 @@ func TestReverseAnthropicClient(t *testing.T) {
 		}
 	})
 
+	t.Run("count_tokens", func(t *testing.T) {
+		before := pe.openai.count()
+		n, err := client.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{
+			Model:    "gpt-4o",
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("one two three four"))},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The chat request's count: OpenAI's 3 tokens a message, the role,
+		// the four words, 3 tokens priming the reply.
+		want := pe.p.tok.estimatePrompt(routeChat, "gpt-4o", []byte(`{"messages":[{"role":"user","content":"one two three four"}]}`))
+		if n.InputTokens != want || want < 8 {
+			t.Errorf("input_tokens: got %d, want the gateway's count %d", n.InputTokens, want)
+		}
+		if pe.openai.count() != before {
+			t.Error("count_tokens reached the chat completions upstream")
+		}
+		_, err = client.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "gpt-4o", Messages: []anthropic.MessageParam{
+			anthropic.NewUserMessage(anthropic.NewDocumentBlock(anthropic.PlainTextSourceParam{Data: "x"}))}})
+		var ae *anthropic.Error
+		if !errors.As(err, &ae) || ae.StatusCode != http.StatusBadRequest || !strings.Contains(ae.RawJSON(), "content[0].type") {
+			t.Errorf("untranslatable count_tokens: got %v, want a 400 naming the block", err)
+		}
+	})
+
 	if !strings.Contains(pe.logs.String(), `"path":"/v1/messages"`) {
 		t.Error("access log: no line carries the path /v1/messages")
 	}
@@ -368,6 +394,21 @@ func TestReversePool(t *testing.T) {
 		check(t, resp, b)
 		if got := claude.last(t).URL.Path; got != routeMessages {
 			t.Errorf("anthropic upstream path: got %s, want %s", got, routeMessages)
+		}
+	})
+
+	t.Run("count_tokens goes to the anthropic upstream", func(t *testing.T) {
+		oa, claude := newMockUpstream(t, mock.Options{}), newMockUpstream(t, mock.Options{})
+		e := newEnv(t, Config{Routing: routing, Upstreams: []Upstream{
+			{Name: "oa", URL: oa.srv.URL, Models: []string{"mix-*"}, Timeout: time.Minute},
+			{Name: "claude", URL: claude.srv.URL, Provider: ProviderAnthropic, Models: []string{"mix-*"}, Timeout: time.Minute},
+		}}, nil)
+		resp, b := e.post(t, routeCountTokens, `{"model":"mix-1","messages":[{"role":"user","content":"a b c"}]}`, hdr...)
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(b)) != `{"input_tokens":3}` {
+			t.Errorf("got %d %s, want the anthropic upstream's count 3", resp.StatusCode, b)
+		}
+		if oa.count() != 0 || claude.count() != 1 {
+			t.Errorf("got %d chat and %d Messages requests upstream, want 0 and 1", oa.count(), claude.count())
 		}
 	})
 

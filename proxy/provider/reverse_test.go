@@ -242,3 +242,23 @@ func TestMessagesStreamEventAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestTranslateCountTokensRequest: a count_tokens body needs no
+// max_tokens (and may hold none), and may end with an assistant turn.
+func TestTranslateCountTokensRequest(t *testing.T) {
+	t.Parallel()
+	out, err := TranslateCountTokensRequest([]byte(`{"model":"gpt-4o","system":"s","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := gjson.GetBytes(out, "messages.#").Int(); got != 3 || gjson.GetBytes(out, "max_tokens").Exists() {
+		t.Errorf("got %s, want three messages and no max_tokens", out)
+	}
+	var re *RequestError
+	if _, err := TranslateCountTokensRequest([]byte(`{"model":"m","max_tokens":3,"messages":[{"role":"user","content":"a"}]}`)); !errors.As(err, &re) || re.Param != "max_tokens" {
+		t.Errorf("max_tokens in count_tokens: got %v, want a RequestError naming it", err)
+	}
+	if _, err := TranslateCountTokensRequest([]byte(`{"model":"m","top_k":1,"messages":[{"role":"user","content":"a"}]}`)); !errors.As(err, &re) || re.Param != "top_k" {
+		t.Errorf("top_k in count_tokens: got %v, want a RequestError naming it", err)
+	}
+}

@@ -56,6 +56,19 @@ type MessagesRequest struct {
 // partial answer). The body is bounded in depth (MaxDepth) before it is
 // parsed. It is safe for concurrent use.
 func TranslateMessagesRequest(body []byte) ([]byte, MessagesRequest, error) {
+	return translateMessages(body, false)
+}
+
+// TranslateCountTokensRequest translates a count_tokens request body (a
+// Messages request without max_tokens, which it may not hold) as
+// TranslateMessagesRequest does, for the gateway to count the prompt a
+// chat completions model would read. It is safe for concurrent use.
+func TranslateCountTokensRequest(body []byte) ([]byte, error) {
+	out, _, err := translateMessages(body, true)
+	return out, err
+}
+
+func translateMessages(body []byte, countOnly bool) ([]byte, MessagesRequest, error) {
 	var info MessagesRequest
 	if !depthOK(body, MaxDepth) {
 		return nil, info, reqErr("", "JSON nested deeper than %d levels", MaxDepth)
@@ -88,10 +101,12 @@ func TranslateMessagesRequest(body []byte) ([]byte, MessagesRequest, error) {
 		return nil, info, reqErr("model", "missing required parameter")
 	case !t.haveMessages:
 		return nil, info, reqErr("messages", "missing required parameter")
-	case t.maxTokens == 0:
+	case t.maxTokens == 0 && !countOnly:
 		return nil, info, reqErr("max_tokens", "missing required parameter")
+	case t.maxTokens != 0 && countOnly:
+		return nil, info, reqErr("max_tokens", "unsupported field: count_tokens takes none")
 	}
-	if t.lastRole == "assistant" {
+	if t.lastRole == "assistant" && !countOnly {
 		return nil, info, reqErr("messages", "a final assistant message (prefill) cannot be translated: chat completions models do not continue a partial answer")
 	}
 	if err := t.finishToolChoice(); err != nil {
