@@ -425,3 +425,53 @@ func TestReversePool(t *testing.T) {
 		}
 	})
 }
+
+// TestReverseUpstreamAnswers: what a chat completions upstream answers
+// that is not a chat completion gets 502 in Anthropic's shape and is not
+// charged; its 429 reaches the client as Anthropic's rate_limit_error with
+// its retry-after.
+func TestReverseUpstreamAnswers(t *testing.T) {
+	tests := []struct {
+		name       string
+		status     int
+		body       string
+		wantStatus int
+		wantType   string
+	}{
+		{"not a chat completion", http.StatusOK, `{"object":"list","data":[]}`, http.StatusBadGateway, "api_error"},
+		{"arguments not an object", http.StatusOK, `{"id":"c","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"t","type":"function","function":{"name":"f","arguments":"{\"a\":"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}`,
+			http.StatusBadGateway, "api_error"},
+		{"rate limited", http.StatusTooManyRequests, `{"error":{"message":"Rate limit reached for gpt-4o","type":"requests","param":null,"code":"rate_limit_exceeded"}}`,
+			http.StatusTooManyRequests, "rate_limit_error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Retry-After", "7")
+				w.WriteHeader(tt.status)
+				_, _ = w.Write([]byte(tt.body))
+			}))
+			t.Cleanup(up.Close)
+			store := newMapStore()
+			e := newEnv(t, Config{Upstreams: []Upstream{{Name: "oa", URL: up.URL, Timeout: time.Minute}}}, newRealLimiter(t, store, 1000, 0))
+			resp, body := e.post(t, routeMessages, `{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"a b"}]}`,
+				"user", "uma", "anthropic-version", "2023-06-01")
+			var got struct {
+				Type  string
+				Error struct{ Type, Message string }
+			}
+			if err := json.Unmarshal(body, &got); err != nil || resp.StatusCode != tt.wantStatus || got.Type != "error" ||
+				got.Error.Type != tt.wantType || got.Error.Message == "" {
+				t.Fatalf("got %d %s (%v), want %d with Anthropic's %s", resp.StatusCode, body, err, tt.wantStatus, tt.wantType)
+			}
+			if tt.status == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != "7" {
+				t.Errorf("retry-after: got %q, want the upstream's 7", resp.Header.Get("Retry-After"))
+			}
+			e.idle(t)
+			if n := store.total("tokens", "uma"); n != 0 {
+				t.Errorf("limiter counter: got %d, want 0 (a failed request is not charged)", n)
+			}
+		})
+	}
+}
