@@ -15,6 +15,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/openai/openai-go/v3"
 
 	"github.com/genai-gateway/genai-gateway/cmd/mockllm/mock"
 	"github.com/genai-gateway/genai-gateway/proxy/route"
@@ -473,5 +474,47 @@ func TestReverseUpstreamAnswers(t *testing.T) {
 				t.Errorf("limiter counter: got %d, want 0 (a failed request is not charged)", n)
 			}
 		})
+	}
+}
+
+// TestOneEntryPoint is issue #10's "done when": through one gateway, the
+// official OpenAI client and the official Anthropic client each reach a
+// Claude model and an OpenAI model, every call metered under the caller's
+// user and charged to one shared limit.
+func TestOneEntryPoint(t *testing.T) {
+	store := newMapStore()
+	pe := newProviderEnv(t, newRealLimiter(t, store, 1000, 0))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	oc, ac := pe.openaiClient(), pe.anthropic()
+	var charged int64
+	for _, model := range []string{"gpt-4o", "claude-sonnet-4-5"} {
+		c, err := oc.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: model, MaxTokens: openai.Int(2),
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("one two three")}})
+		if err != nil {
+			t.Fatalf("openai client, %s: %v", model, err)
+		}
+		if c.Choices[0].Message.Content != "w1 w2" || c.Usage.PromptTokens != 3 || c.Usage.CompletionTokens != 2 {
+			t.Errorf("openai client, %s: got %q usage %d/%d, want w1 w2 and 3/2", model, c.Choices[0].Message.Content, c.Usage.PromptTokens, c.Usage.CompletionTokens)
+		}
+		m, err := ac.Messages.New(ctx, anthropic.MessageNewParams{Model: model, MaxTokens: 3,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("one two"))}})
+		if err != nil {
+			t.Fatalf("anthropic client, %s: %v", model, err)
+		}
+		if m.Content[0].Text != "w1 w2 w3" || m.Usage.InputTokens != 2 || m.Usage.OutputTokens != 3 {
+			t.Errorf("anthropic client, %s: got %q usage %d/%d, want w1 w2 w3 and 2/3", model, m.Content[0].Text, m.Usage.InputTokens, m.Usage.OutputTokens)
+		}
+		pe.idle(t)
+		if p, c := pe.tokens("ann", model); p != 5 || c != 5 {
+			t.Errorf("%s metered: got %v/%v, want 5/5 (both clients)", model, p, c)
+		}
+		charged += 10
+		if got := store.total("tokens", "ann"); got != charged {
+			t.Errorf("after %s: shared limit counter %d, want %d", model, got, charged)
+		}
+	}
+	if pe.openai.count() != 2 || pe.claude.count() != 2 {
+		t.Errorf("got %d requests to the openai upstream and %d to the anthropic one, want 2 and 2", pe.openai.count(), pe.claude.count())
 	}
 }
