@@ -154,6 +154,10 @@ func (m *metered) reverseStream(cw *coalescer) (rerr, werr error) {
 	c := newSSECopier(m.bufs, kindChat, false, m)
 	c.xl = ms
 	rerr, werr = c.copy(cw, cw.flush)
+	if werr == nil && !ms.Done() && rerr == nil && ms.Finished() {
+		// The answer was complete; the upstream just sent no [DONE].
+		werr = ms.Event("", []byte("[DONE]"))
+	}
 	if werr == nil && !ms.Done() {
 		msg := errStreamBrokeOff
 		if errors.Is(rerr, errEventTooLarge) {

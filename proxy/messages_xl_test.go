@@ -518,3 +518,27 @@ func TestOneEntryPoint(t *testing.T) {
 		t.Errorf("got %d requests to the openai upstream and %d to the anthropic one, want 2 and 2", pe.openai.count(), pe.claude.count())
 	}
 }
+
+// TestReverseStreamWithoutDone: an upstream stream that sent its
+// finish_reason and ended without [DONE] (some OpenAI-compatible servers
+// do) is a complete answer, not a broken one.
+func TestReverseStreamWithoutDone(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, `data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"w1"}}]}`+"\n\n")
+		fmt.Fprint(w, `data: {"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":1}}`+"\n\n")
+	}))
+	t.Cleanup(up.Close)
+	e := newEnv(t, Config{Upstreams: []Upstream{{Name: "local", URL: up.URL, Timeout: time.Minute}}}, nil)
+	resp, body := e.post(t, routeMessages, `{"model":"llama-3","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"a b"}]}`,
+		"user", "lee", "anthropic-version", "2023-06-01")
+	if resp.StatusCode != http.StatusOK || strings.Contains(string(body), "event: error") ||
+		!strings.HasSuffix(string(body), "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") ||
+		!strings.Contains(string(body), `"stop_reason":"end_turn"`) {
+		t.Fatalf("got %d %q, want a complete Messages stream", resp.StatusCode, body)
+	}
+	e.idle(t)
+	if p, c := e.tokens("lee", "llama-3"); p != 2 || c != 1 {
+		t.Errorf("metered: got %v/%v, want the upstream's 2/1", p, c)
+	}
+}

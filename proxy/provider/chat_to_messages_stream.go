@@ -80,6 +80,11 @@ func NewMessagesStream(w io.Writer, opts MessagesStreamOptions) *MessagesStream 
 // EOF without being done was cut; the caller should Fail it.
 func (s *MessagesStream) Done() bool { return s.done }
 
+// Finished reports whether the upstream sent its finish_reason: a stream
+// that then reaches EOF without [DONE] (some OpenAI-compatible servers
+// send none) is complete, and the caller may end it by passing [DONE].
+func (s *MessagesStream) Finished() bool { return s.reason != "" }
+
 // Usage returns the usage the stream reported (prompt tokens with the
 // cached ones); ok is false when it reported none (then meter with
 // CompletionTokens).

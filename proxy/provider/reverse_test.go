@@ -167,6 +167,8 @@ func TestMessagesStreamEdges(t *testing.T) {
 			[]string{`"text":"no"`, `"stop_reason":"refusal"`}, true},
 		{"stop string", []string{first, `{"choices":[{"delta":{},"finish_reason":"stop","stop_reason":"END"}]}`, "[DONE]"}, false,
 			[]string{`"stop_reason":"stop_sequence","stop_sequence":"END"`}, true},
+		{"finished without [DONE]", []string{first, `{"choices":[{"delta":{},"finish_reason":"length"}]}`}, false,
+			[]string{`"text":"a"`, "event: content_block_stop"}, false},
 		{"invalid escapes re-encoded", []string{`{"choices":[{"delta":{"content":"a\qb"}}]}`}, false,
 			[]string{`"text_delta","text":"a`}, false},
 	}
@@ -260,5 +262,32 @@ func TestTranslateCountTokensRequest(t *testing.T) {
 	}
 	if _, err := TranslateCountTokensRequest([]byte(`{"model":"m","top_k":1,"messages":[{"role":"user","content":"a"}]}`)); !errors.As(err, &re) || re.Param != "top_k" {
 		t.Errorf("top_k in count_tokens: got %v, want a RequestError naming it", err)
+	}
+}
+
+// TestMessagesStreamFinished: finish_reason marks a stream complete, so a
+// caller can end one whose upstream sent no [DONE].
+func TestMessagesStreamFinished(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	s := NewMessagesStream(&out, MessagesStreamOptions{})
+	if err := s.Event("", []byte(`{"choices":[{"delta":{"content":"a"}}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if s.Finished() {
+		t.Fatal("got Finished true before finish_reason, want false")
+	}
+	if err := s.Event("", []byte(`{"choices":[{"delta":{},"finish_reason":"length"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Finished() || s.Done() {
+		t.Fatalf("after finish_reason: got Finished %v Done %v, want true and false", s.Finished(), s.Done())
+	}
+	if err := s.Event("", []byte("[DONE]")); err != nil {
+		t.Fatal(err)
+	}
+	checkMessagesEvents(t, out.Bytes())
+	if !strings.Contains(out.String(), `"stop_reason":"max_tokens"`) {
+		t.Errorf("got %s, want stop_reason max_tokens", out.String())
 	}
 }
