@@ -176,7 +176,26 @@ func checkConfig(t *testing.T, gateway, file string, env map[string]string) (int
 	}
 }
 
-// freePort returns a port on 127.0.0.1 that was free for both TCP and UDP (gossip uses both).
+// handedOut holds every port freePort returned in this test binary: the
+// kernel may hand the same free port out twice in a row.
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
+
+// firstHandOut reports whether port was never returned before, and marks it.
+func firstHandOut(port int) bool {
+	handedOutMu.Lock()
+	defer handedOutMu.Unlock()
+	if handedOut[port] {
+		return false
+	}
+	handedOut[port] = true
+	return true
+}
+
+// freePort returns a port on 127.0.0.1 that was free for both TCP and UDP (gossip uses
+// both), never the same one twice in a test binary.
 func freePort(t *testing.T) int {
 	t.Helper()
 	for range 50 {
@@ -187,7 +206,7 @@ func freePort(t *testing.T) int {
 		p := ln.Addr().(*net.TCPAddr).Port
 		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
 		_ = ln.Close()
-		if err != nil {
+		if err != nil || !firstHandOut(p) {
 			continue
 		}
 		_ = pc.Close()

@@ -44,15 +44,30 @@ func TestMain(m *testing.M) {
 }
 
 // freePort returns a TCP port that was free a moment ago on 127.0.0.1.
+// handedOut holds every port freePort returned in this test binary.
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
+
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 20 {
+	for range 100 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("listen: %v", err)
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
+		// The kernel may hand the same free port out twice in a row; a
+		// port is given to one process of this test binary only.
+		handedOutMu.Lock()
+		taken := handedOut[port]
+		handedOut[port] = true
+		handedOutMu.Unlock()
+		if taken {
+			continue
+		}
 		// Gossip needs the UDP port too.
 		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
