@@ -382,7 +382,7 @@ func (m *metered) compactBody() {
 	}
 	m.est.body = slices.Clone(m.est.body)
 	m.p.releaseBody(m.body)
-	m.body = nil
+	m.body, m.send = nil, nil // m.send may point into the released buffer
 }
 
 // whole reads a small response body, meters it and sets it as the answer.
