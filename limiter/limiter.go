@@ -162,9 +162,29 @@ func (l *Limiter) Enabled() bool { return l.policy.Load().enabled }
 // one Limiter for the same user; across replicas the escrow rule bounds over-admission. Admit
 // is safe for concurrent use.
 func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) {
+	return l.admit(nil, user, model, est)
+}
+
+// Fallback admits the request reserved as r (nil: nothing was reserved) for
+// another model, the one a model fallback sends it to: it checks and
+// reserves the limits that apply to model and not already to r, so a limit
+// that covers both models is charged once, and from then on r prices
+// cost_usd limits at model's price, the price of the model that answers.
+// It returns r extended (a new Reservation when r is nil), or the refusal
+// of the limits of model, leaving r as it was. Like Settle, it must not run
+// concurrently with the reservation's other methods.
+func (l *Limiter) Fallback(r *Reservation, user, model string, est Estimate) (*Reservation, error) {
+	return l.admit(r, user, model, est)
+}
+
+// admit is Admit, extending r when it is not nil (see Fallback).
+func (l *Limiter) admit(r *Reservation, user, model string, est Estimate) (*Reservation, error) {
 	p := l.policy.Load()
 	if !p.enabled {
-		return nil, nil
+		return r, nil
+	}
+	if r != nil {
+		user = r.user
 	}
 	if user == "" {
 		if !p.anonymous {
@@ -176,7 +196,7 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 	var mask uint64 // bit i: limits[i] applies (i < 64; later ones are matched again below)
 	applies, costs := false, false
 	for i, c := range limits {
-		if !c.matches(model) {
+		if !c.matches(model) || r.holds(c.name) {
 			continue
 		}
 		if i < 64 {
@@ -185,8 +205,8 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 		applies = true
 		costs = costs || c.metric == MetricCostUSD
 	}
-	if !applies {
-		return nil, nil
+	if r != nil && r.costs() {
+		costs = true // settled at this model's price from now on
 	}
 	var price *cprice
 	if costs {
@@ -194,9 +214,15 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 			p.unpriced.report(l.log, model)
 		}
 	}
+	if !applies {
+		if r != nil {
+			r.price = price
+		}
+		return r, nil
+	}
 	needEst := false
 	for i, c := range limits {
-		if (i < 64 && mask&(1<<i) != 0 || i >= 64 && c.matches(model)) && c.usesPrompt(price) {
+		if (i < 64 && mask&(1<<i) != 0 || i >= 64 && c.matches(model) && !r.holds(c.name)) && c.usesPrompt(price) {
 			needEst = true
 			break
 		}
@@ -209,13 +235,19 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 		e.out = clampTokens(est.MaxOutput)
 	}
 
-	r := &Reservation{store: l.store, now: l.urgent, user: user, price: price}
+	from, was := 0, (*cprice)(nil)
+	if r == nil {
+		r = &Reservation{store: l.store, now: l.urgent, user: user}
+	} else {
+		from, was = len(r.entries), r.price
+	}
+	r.price = price
 	mu := &l.locks[maphash.String(l.seed, user)%stripes]
 	var worst refusal
 	for {
 		mu.Lock()
 		var undecided bool
-		worst, undecided = l.check(limits, mask, model, user, &e, r)
+		worst, undecided = l.check(limits, mask, model, user, &e, r, from)
 		if !undecided {
 			break
 		}
@@ -223,7 +255,7 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 		e.refine() // the bound did not fit some limit: the exact count decides
 	}
 	if worst.kind == 0 {
-		for _, e := range r.entries {
+		for _, e := range r.entries[from:] {
 			if e.reserved != 0 {
 				r.add(e, e.reserved)
 			}
@@ -231,6 +263,7 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 	}
 	mu.Unlock()
 	if worst.kind != 0 {
+		r.entries, r.price = r.entries[:from], was
 		worst.lim.limited.Inc()
 		if worst.kind == refusedShare || worst.kind == refusedShareSize {
 			worst.lim.escrows.Inc()
@@ -245,12 +278,15 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 // refusal to report (kind 0: admitted). While e is not exact it decides token limits on the
 // bound and returns undecided as soon as one does not fit: the caller then refines e and checks
 // again, so a refusal is never reported on a bound.
-func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *estimate, r *Reservation) (worst refusal, undecided bool) {
-	r.entries = r.inline[:0]
+func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *estimate, r *Reservation, from int) (worst refusal, undecided bool) {
+	if from == 0 {
+		r.entries = r.inline[:0]
+	}
+	r.entries = r.entries[:from]
 	replicas := 0 // asked lazily
 	nowMs := l.now().UnixMilli()
 	for i, c := range limits {
-		if i < 64 && mask&(1<<i) == 0 || i >= 64 && !c.matches(model) {
+		if i < 64 && mask&(1<<i) == 0 || i >= 64 && (!c.matches(model) || r.holdsBefore(c.name, from)) {
 			continue
 		}
 		s := c.span(nowMs)

@@ -49,6 +49,32 @@ func (r *Reservation) add(e entry, delta int64) {
 	r.store.Add(e.lim.name, r.user, e.start, e.size, delta)
 }
 
+// holds reports whether r reserved in a limit named name (by name: a
+// reloaded policy's limit of the same name counts the same keys). Nil-safe.
+func (r *Reservation) holds(name string) bool {
+	return r != nil && r.holdsBefore(name, len(r.entries))
+}
+
+// holdsBefore is holds among the first n entries.
+func (r *Reservation) holdsBefore(name string, n int) bool {
+	for _, e := range r.entries[:n] {
+		if e.lim.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// costs reports whether r reserved in a cost_usd limit.
+func (r *Reservation) costs() bool {
+	for _, e := range r.entries {
+		if e.lim.metric == MetricCostUSD {
+			return true
+		}
+	}
+	return false
+}
+
 // Settle adds, to every window key the reservation was made in, the true amount minus the
 // reserved one: PromptTokens for prompt_tokens limits, PromptTokens+CompletionTokens for
 // total_tokens, CompletionTokens for completion_tokens, the cost of u at the model's price as

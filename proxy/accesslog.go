@@ -18,6 +18,7 @@ type exchange struct {
 	route        string // metric route label: a metered path or "other"
 	method, path string // path only: a query string may hold credentials
 	model, user  string
+	requested    string // the model the client asked for, when a fallback answered; else ""
 	upstream     string
 	provider     string // the upstream's provider; "" before routing
 	metered      bool
@@ -41,15 +42,24 @@ type exchange struct {
 // attempt is a failed attempt that was retried on another upstream.
 type attempt struct {
 	upstream string
+	model    string
 	outcome  route.Outcome
 }
 
-// attempts is the tried list as a log array of {upstream, outcome}.
-type attempts []attempt
+// attempts is the tried list as a log array of {upstream, outcome}, and
+// the model of each when models is set (a fallback answered).
+type attempts struct {
+	list   []attempt
+	models bool
+}
 
 func (a attempts) MarshalZerologArray(arr *zerolog.Array) {
-	for _, t := range a {
-		arr.Dict(zerolog.Dict().Str("upstream", t.upstream).Str("outcome", t.outcome.String()))
+	for _, t := range a.list {
+		d := zerolog.Dict().Str("upstream", t.upstream)
+		if a.models {
+			d = d.Str("model", t.model)
+		}
+		arr.Dict(d.Str("outcome", t.outcome.String()))
 	}
 }
 
@@ -105,11 +115,14 @@ func (p *Proxy) finish(ex *exchange) {
 	if ex.key != "" {
 		e = e.Str("key", ex.key)
 	}
+	if ex.requested != "" {
+		e = e.Str("requested_model", ex.requested)
+	}
 	if ex.attempts > 0 {
 		e = e.Int("attempts", ex.attempts)
 	}
 	if len(ex.tried) > 0 {
-		e = e.Array("retried", attempts(ex.tried))
+		e = e.Array("retried", attempts{list: ex.tried, models: ex.requested != ""})
 	}
 	if ex.err != nil {
 		e = e.Str("error", ex.err.Error())

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 	"github.com/valyala/fasthttp"
 
 	"github.com/genai-gateway/genai-gateway/limiter"
@@ -33,11 +34,29 @@ type metered struct {
 	hide bool // the client did not ask for the usage chunk: drop it
 	who  caller
 	path string // the upstream path: the route, or the cleaned path of another JSON POST
-	send []byte // the body sent to upstreams of the OpenAI format (held for every attempt)
 
-	// Routing: the request's pool in the router it started with, and the
-	// current attempt's upstream and its slot there.
-	rt    *router
+	// rt is the router the request started with; target, the model it
+	// now goes to in it: a model fallback replaces the target whole.
+	rt *router
+	target
+	// fb is the next of the requested model's fallbacks to try; base, the
+	// attempts made before the current model's (retries count per model).
+	fb, base int
+
+	resp *fasthttp.Response
+	bufs *streamBufs
+
+	// The response stream and its write gatherer live in m, so a stream
+	// allocates neither.
+	stream responseStream
+	cw     coalescer
+}
+
+// target is what the request's attempts go to: one model's pool, the
+// bodies for its upstreams, and the current attempt's upstream and its
+// slot.
+type target struct {
+	send  []byte // the body sent to upstreams of the OpenAI format (held for every attempt)
 	pool  *route.Pool
 	up    *upstream
 	slot  route.Slot
@@ -52,13 +71,6 @@ type metered struct {
 	// upstream: chat completions there and back (messages_xl.go).
 	rev   reverseState
 	xinfo provider.ChatRequest
-	resp  *fasthttp.Response
-	bufs  *streamBufs
-
-	// The response stream and its write gatherer live in m, so a stream
-	// allocates neither.
-	stream responseStream
-	cw     coalescer
 }
 
 // serveMetered handles a POST to a metered route, or (route routeOther) any
@@ -124,39 +136,104 @@ func (m *metered) prepare(route string) *apiError {
 			body, m.hide = withIncludeUsage(body, so), true
 		}
 	}
-	m.send = body
-	if route == routeChat {
-		if aerr := m.translate(body); aerr != nil {
-			return aerr
-		}
+	if aerr := m.aim(route, body); aerr != nil || m.rev.count {
+		return aerr
 	}
-	if route == routeMessages || route == routeCountTokens {
-		if aerr := m.reverse(route, body); aerr != nil || m.rev.count {
-			return aerr
-		}
-	}
-	if !m.pick() {
+	// A pool whose upstreams are all full is refused unless a fallback
+	// model may take the request.
+	picked := m.pick()
+	if !picked && len(m.fallbacks()) == 0 {
 		return errUpstreamsFull(m.ex.model)
 	}
 	m.est = estimator{tok: &p.tok, route: route, model: m.ex.model, body: body}
-	if p.lim == nil || route == routeCountTokens {
+	if p.lim != nil && route != routeCountTokens {
+		res, err := p.lim.Admit(m.ex.user, m.ex.model, m.est.limiterEstimate())
+		if err != nil {
+			var rej *limiter.Rejection
+			switch {
+			case errors.As(err, &rej):
+				return errRateLimited(rej, p.cfg.MaxClientWait)
+			case errors.Is(err, limiter.ErrMissingUser):
+				return errMissingUser(p.cfg.UserHeader)
+			default:
+				m.ex.err = err
+				return errInternal()
+			}
+		}
+		m.res = res
+	}
+	if !picked && !m.switchModel() {
+		return errUpstreamsFull(m.ex.model)
+	}
+	return nil
+}
+
+// aim prepares body for the upstreams of the target's pool: sent as is
+// to those that speak the route's API, translated for the others.
+func (m *metered) aim(route string, body []byte) *apiError {
+	m.send = body
+	switch route {
+	case routeChat:
+		return m.translate(body)
+	case routeMessages, routeCountTokens:
+		return m.reverse(route, body)
+	}
+	return nil
+}
+
+// fallbacks are the models the request may go on to once its model's pool
+// has failed (routing.fallbacks of the requested model). count_tokens has
+// none: another model's count is not the answer asked for.
+func (m *metered) fallbacks() []string {
+	if m.ex.route == routeCountTokens {
 		return nil
 	}
-	res, err := p.lim.Admit(m.ex.user, m.ex.model, m.est.limiterEstimate())
-	if err != nil {
-		var rej *limiter.Rejection
-		switch {
-		case errors.As(err, &rej):
-			return errRateLimited(rej, p.cfg.MaxClientWait)
-		case errors.Is(err, limiter.ErrMissingUser):
-			return errMissingUser(p.cfg.UserHeader)
-		default:
-			m.ex.err = err
-			return errInternal()
-		}
+	if m.ex.requested != "" {
+		return m.rt.table.Fallbacks(m.ex.requested)
 	}
-	m.res = res
-	return nil
+	return m.rt.table.Fallbacks(m.ex.model)
+}
+
+// switchModel moves the request to the next of its fallbacks that the
+// caller's key may call, that some upstream serves with room to take it,
+// and whose limits admit it: the body is sent with that model, and the
+// reservation extended by the limits of that model (limiter.Fallback: a
+// limit covering both models is charged once; spend is priced at the
+// model that answers). It reports false, the request as it was, when no
+// fallback is left.
+func (m *metered) switchModel() bool {
+	fbs := m.fallbacks()
+	for m.fb < len(fbs) {
+		model := fbs[m.fb]
+		m.fb++
+		pool := m.rt.table.Pool(model)
+		if pool == nil || !m.who.allows(model) {
+			continue
+		}
+		body, err := sjson.SetBytes(slices.Clone(m.send), "model", model)
+		if err != nil {
+			continue
+		}
+		was, ex, est := m.target, m.ex, m.est
+		m.target, m.ex.model = target{pool: pool}, model
+		if m.aim(m.ex.route, body) == nil && m.pick() {
+			m.est = estimator{tok: est.tok, route: est.route, model: model, body: est.body}
+			res, err := m.res, error(nil)
+			if m.p.lim != nil {
+				res, err = m.p.lim.Fallback(m.res, m.ex.user, model, m.est.limiterEstimate())
+			}
+			if err == nil {
+				m.res, m.base = res, m.ex.attempts
+				if m.ex.requested == "" {
+					m.ex.requested = ex.model
+				}
+				return true
+			}
+			m.rt.table.Release(m.slot)
+		}
+		m.target, m.ex, m.est = was, ex, est
+	}
+	return false
 }
 
 // translate prepares a chat request for the anthropic upstreams of its
@@ -208,7 +285,7 @@ func (m *metered) forward(ctx *fasthttp.RequestCtx, query []byte) (async bool, a
 	start := m.ex.start
 	var o route.Outcome
 	for {
-		if o, aerr = m.try(ctx, query, start); !m.retry(o) {
+		if o, aerr = m.try(ctx, query, start); !m.retry(o) && !m.fallback(o) {
 			break
 		}
 		start = time.Now()
@@ -326,17 +403,39 @@ func (m *metered) try(ctx *fasthttp.RequestCtx, query []byte, start time.Time) (
 // 503), and nothing has been sent to the client then; a response that
 // broke after its head is never replayed, as the upstream may have run it.
 func (m *metered) retry(o route.Outcome) bool {
-	t := m.rt.table
-	if m.pool == nil || !t.Retryable(o, m.ex.attempts) {
+	if m.pool == nil || !m.rt.table.Retryable(o, m.ex.attempts-m.base) {
 		return false
 	}
 	prev, up, ra := m.slot, m.up, m.retryAfter(o)
 	if !m.pick() {
 		return false
 	}
-	t.Report(prev, o, ra)
-	t.Release(prev)
-	m.ex.tried = append(m.ex.tried, attempt{upstream: up.Name, outcome: o})
+	m.abandon(prev, up, m.ex.model, o, ra)
+	return true
+}
+
+// fallback moves the request to the next of its model fallbacks (see
+// switchModel) once its model's pool failed with o, an outcome routing
+// retries, and retry found no upstream or no retry left.
+func (m *metered) fallback(o route.Outcome) bool {
+	if m.pool == nil || !m.rt.table.Fails(o) {
+		return false
+	}
+	prev, up, model, ra := m.slot, m.up, m.ex.model, m.retryAfter(o)
+	if !m.switchModel() {
+		return false
+	}
+	m.abandon(prev, up, model, o, ra)
+	return true
+}
+
+// abandon ends the failed attempt on slot s of upstream up, for model,
+// that another attempt replaces: it is reported and recorded, its slot
+// given back and its response discarded.
+func (m *metered) abandon(s route.Slot, up *upstream, model string, o route.Outcome, ra time.Duration) {
+	m.rt.table.Report(s, o, ra)
+	m.rt.table.Release(s)
+	m.ex.tried = append(m.ex.tried, attempt{upstream: up.Name, model: model, outcome: o})
 	if m.ex.reason != "" {
 		m.p.m.upstreamErrors.WithLabelValues(up.Name, m.ex.reason).Inc()
 	}
@@ -346,7 +445,6 @@ func (m *metered) retry(o route.Outcome) bool {
 		fasthttp.ReleaseResponse(m.resp)
 		m.resp = nil
 	}
-	return true
 }
 
 // report records the outcome of the attempt that answers the request.

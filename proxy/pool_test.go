@@ -16,17 +16,18 @@ import (
 )
 
 // TestChargedAtMostOnce is a property test: whatever the upstreams of a
-// pool do (each request draws a way to fail or answer for each of three),
-// a request is charged at most once: one answer's usage when the client
-// got a 200, nothing when it got an error, and never more attempts than
-// 1 + retries.
+// pool and of its fallback model do (each request draws a way to fail or
+// answer for each of three, and for the fallback's one), a request is
+// charged at most once: one answer's usage when the client got a 200,
+// nothing when it got an error, and never more attempts than 1 + retries
+// on the pool and one on the fallback.
 func TestChargedAtMostOnce(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 11))
 	var ups []*flaky
 	var urls []string
-	for range 3 {
+	for range 4 {
 		f := newFlaky(t, modeOK)
 		ups, urls = append(ups, f), append(urls, f.srv.URL)
 	}
@@ -35,7 +36,10 @@ func TestChargedAtMostOnce(t *testing.T) {
 			cfg := poolConfig(st, urls...)
 			for i := range cfg.Upstreams {
 				cfg.Upstreams[i].Timeout = 200 * time.Millisecond
+				cfg.Upstreams[i].Models = []string{"gpt-4o"}
 			}
+			cfg.Upstreams[3].Models = []string{"gpt-4o-mini"}
+			cfg.Routing.Fallbacks = map[string][]string{"gpt-4o": {"gpt-4o-mini"}}
 			cfg.Routing.Cooldown = 50 * time.Millisecond // health changes within the run
 			store := newMapStore()
 			e := newEnv(t, cfg, newRealLimiter(t, store, 1<<40, 1<<40))
@@ -52,7 +56,7 @@ func TestChargedAtMostOnce(t *testing.T) {
 				if stream {
 					body = strings.Replace(body, `"max_tokens":5`, `"max_tokens":5,"stream":true`, 1)
 				}
-				hitsBefore := ups[0].all.Load() + ups[1].all.Load() + ups[2].all.Load()
+				hitsBefore := ups[0].all.Load() + ups[1].all.Load() + ups[2].all.Load() + ups[3].all.Load()
 				tokBefore, reqBefore := store.total("tokens", "bob"), store.total("reqs", "bob")
 				meteredBefore := testutil.ToFloat64(e.p.m.tokensTotal)
 				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+routeChat, strings.NewReader(body))
@@ -68,10 +72,10 @@ func TestChargedAtMostOnce(t *testing.T) {
 				tok := store.total("tokens", "bob") - tokBefore
 				reqs := store.total("reqs", "bob") - reqBefore
 				metered := int64(testutil.ToFloat64(e.p.m.tokensTotal) - meteredBefore)
-				hits := ups[0].all.Load() + ups[1].all.Load() + ups[2].all.Load() - hitsBefore
-				modes := []int32{ups[0].mode.Load(), ups[1].mode.Load(), ups[2].mode.Load()}
-				if hits > 3 {
-					t.Errorf("request %d (modes %v): %d attempts, want at most 1 + 2 retries", i, modes, hits)
+				hits := ups[0].all.Load() + ups[1].all.Load() + ups[2].all.Load() + ups[3].all.Load() - hitsBefore
+				modes := []int32{ups[0].mode.Load(), ups[1].mode.Load(), ups[2].mode.Load(), ups[3].mode.Load()}
+				if hits > 4 {
+					t.Errorf("request %d (modes %v): %d attempts, want at most 1 + 2 retries + 1 fallback", i, modes, hits)
 				}
 				switch {
 				case resp.StatusCode == 200 && rerr == nil:
@@ -92,7 +96,7 @@ func TestChargedAtMostOnce(t *testing.T) {
 					}
 				}
 			}
-			if inflight := gauges(t, e, "genai_gateway_upstream_in_flight"); inflight["upstream=up0"]+inflight["upstream=up1"]+inflight["upstream=up2"] != 0 {
+			if inflight := gauges(t, e, "genai_gateway_upstream_in_flight"); inflight["upstream=up0"]+inflight["upstream=up1"]+inflight["upstream=up2"]+inflight["upstream=up3"] != 0 {
 				t.Errorf("in flight after the run: got %v, want 0", inflight)
 			}
 		})

@@ -103,6 +103,11 @@ type Routing struct {
 	RetryOn []string
 	// Cooldown is how long a failing upstream is skipped; 0 = 30s.
 	Cooldown time.Duration
+	// Fallbacks lists, by requested model, the models tried in order once
+	// the requested model's whole pool has failed (on RetryOn outcomes,
+	// retries spent, nothing sent to the client). The answer is metered
+	// under the model that answered, limited by the limits of both.
+	Fallbacks map[string][]string
 }
 
 // Config configures a Proxy.
@@ -154,6 +159,9 @@ type Config struct {
 // concurrent use.
 type Limiter interface {
 	Admit(user, model string, est limiter.Estimate) (*limiter.Reservation, error)
+	// Fallback extends a reservation to the limits of the model a model
+	// fallback sends the request to (see limiter.Limiter.Fallback).
+	Fallback(r *limiter.Reservation, user, model string, est limiter.Estimate) (*limiter.Reservation, error)
 	// Usage reports the user's limits, for GET /usage and the
 	// x-gateway-ratelimit-* headers.
 	Usage(user string) []limiter.LimitUsage
@@ -329,7 +337,14 @@ func routeConfig(r Routing) (route.Config, error) {
 	if r.Retries < 0 || r.Cooldown < 0 {
 		return route.Config{}, errors.New("proxy: routing retries and cooldown must not be negative")
 	}
-	return route.Config{Strategy: s, Retries: r.Retries, RetryOn: on, Cooldown: r.Cooldown}, nil
+	fb := make(map[string][]string, len(r.Fallbacks))
+	for model, to := range r.Fallbacks {
+		if model == "" || slices.Contains(to, "") || slices.Contains(to, model) {
+			return route.Config{}, fmt.Errorf("proxy: routing fallbacks of %q: model names must be non-empty and differ from the model", model)
+		}
+		fb[model] = slices.Clone(to)
+	}
+	return route.Config{Strategy: s, Retries: r.Retries, RetryOn: on, Cooldown: r.Cooldown, Fallbacks: fb}, nil
 }
 
 // router is one set of upstreams with the routing table over them. A

@@ -29,6 +29,9 @@ type Config struct {
 	// Cooldown is how long a failing member is skipped (DefaultCooldown
 	// when 0), or its own Retry-After when longer (up to MaxCooldown).
 	Cooldown time.Duration
+	// Fallbacks lists, by requested model, the models a request goes on
+	// to, in order, once its own model's pool has failed.
+	Fallbacks map[string][]string
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -146,6 +149,14 @@ func (t *Table) Pool(model string) *Pool {
 func (t *Table) Retryable(o Outcome, attempts int) bool {
 	return attempts <= t.cfg.Retries && t.cfg.RetryOn.Has(o)
 }
+
+// Fallbacks returns the models a request for model goes on to once its
+// pool has failed (Config.Fallbacks); the slice must not be changed.
+func (t *Table) Fallbacks(model string) []string { return t.cfg.Fallbacks[model] }
+
+// Fails reports whether an attempt that ended with o failed in a way
+// routing retries: after the last retry, a model fallback takes over.
+func (t *Table) Fails(o Outcome) bool { return t.cfg.RetryOn.Has(o) }
 
 // Slot is an attempt's hold on a member: a request in flight on it, and
 // perhaps its half-open probe. The zero Slot holds nothing.
