@@ -88,50 +88,35 @@ func (j JWT) EffectiveUserClaim() string {
 // auth checks the auth section. Messages never repeat a hash or a URL that
 // might hold credentials.
 func (p *problems) auth(a Auth) {
-	names := map[string]int{}
-	hashes := map[string]int{}
+	names, hashes := map[string]int{}, map[string]int{}
 	for i, k := range a.Keys {
 		key := fmt.Sprintf("auth.keys[%d]", i)
-		switch j, dup := names[k.Name]; {
-		case k.Name == "":
-			p.add(key+".name", "must not be empty")
-		case dup:
-			p.add(key+".name", "%s is already the name of auth.keys[%d]", quote(k.Name), j)
-		default:
-			names[k.Name] = i
-		}
+		p.when(k.Name == "", key+".name", "must not be empty")
+		p.unique(names, k.Name, i, key+".name", "auth.keys")
 		if user := k.EffectiveUser(); user == "" {
 			p.add(key+".user", "must not be empty (it defaults to the name)")
 		} else if msg := checkUser(user); msg != "" {
 			p.add(key+".user", "%s", msg)
 		}
 		h := strings.ToLower(k.SHA256)
-		switch j, dup := hashes[h]; {
-		case !isHex(h, 64):
+		if j, dup := hashes[h]; !isHex(h, 64) {
 			p.add(key+".sha256", "must be the 64 hex digits of the key's SHA-256 (genai-gateway keygen prints it)")
-		case dup:
+		} else if dup {
 			p.add(key+".sha256", "same hash as auth.keys[%d]: every key must be different", j)
-		default:
+		} else {
 			hashes[h] = i
 		}
 		p.globs(key+".models", k.Models)
 	}
-	p.jwt(a.JWT)
-}
-
-func (p *problems) jwt(j JWT) {
+	j := a.JWT
 	if j.Issuer == "" {
-		if j != (JWT{}) {
-			p.add("auth.jwt.issuer", "must be set when other auth.jwt keys are")
-		}
+		p.when(j != (JWT{}), "auth.jwt.issuer", "must be set when other auth.jwt keys are")
 		return
 	}
 	if msg := checkURL(j.Issuer); msg != "" {
 		p.add("auth.jwt.issuer", "%s", msg)
 	}
-	if j.Audience == "" {
-		p.add("auth.jwt.audience", "must be set with auth.jwt.issuer: tokens issued for other applications must not pass")
-	}
+	p.when(j.Audience == "", "auth.jwt.audience", "must be set with auth.jwt.issuer: tokens issued for other applications must not pass")
 	switch {
 	case j.JWKSURL == "" && j.JWKSFile == "":
 		p.add("auth.jwt.jwks_url", "one of auth.jwt.jwks_url and auth.jwt.jwks_file must be set")
@@ -142,12 +127,9 @@ func (p *problems) jwt(j JWT) {
 			p.add("auth.jwt.jwks_url", "%s", msg)
 		}
 	}
-	if c := j.EffectiveUserClaim(); strings.TrimSpace(c) != c {
-		p.add("auth.jwt.user_claim", "must not start or end with spaces; got %s", quote(c))
-	}
-	if j.Leeway < 0 || j.Leeway > maxLeeway {
-		p.add("auth.jwt.leeway", "must be from 0s to %s; got %s", maxLeeway, j.Leeway)
-	}
+	c := j.EffectiveUserClaim()
+	p.when(strings.TrimSpace(c) != c, "auth.jwt.user_claim", "must not start or end with spaces; got %s", quote(c))
+	p.when(j.Leeway < 0 || j.Leeway > maxLeeway, "auth.jwt.leeway", "must be from 0s to %s; got %s", maxLeeway, j.Leeway)
 }
 
 // checkUser returns what is wrong with a user name, or "".
@@ -183,13 +165,5 @@ func checkJWKSURL(s string) string {
 }
 
 func isHex(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
+	return len(s) == n && strings.Trim(s, "0123456789abcdef") == ""
 }

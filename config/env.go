@@ -1,10 +1,11 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -12,189 +13,136 @@ import (
 	"github.com/spf13/viper"
 )
 
-// applyEnv applies the GENAI_GATEWAY_ variables of environ, merged into
-// viper's config layer over the file: whole values first, then those
-// reaching into a list element by index, each group in name order. (Viper's
-// own environment layer reads the process environment, which Load must not.)
+// envKey is the key a GENAI_GATEWAY_ variable sets.
+type envKey struct {
+	path []string // in viper's tree; "#" stands for a list element's index
+	typ  reflect.Type
+}
+
+// envKeys maps the variable name (without the prefix) of every key under
+// struct type t to its key; "#" stands for a list element's index, as in
+// UPSTREAMS_#_API_KEY for upstreams[N].api_key.
+func envKeys(t reflect.Type, name string, path []string, out map[string]envKey) map[string]envKey {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		n, p := name+strings.ToUpper(tagName(f)), append(slices.Clip(path), tagName(f))
+		out[n] = envKey{p, f.Type}
+		switch {
+		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]():
+			envKeys(f.Type, n+"_", p, out)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && !slices.Contains(p, "#"):
+			out[n+"_#"] = envKey{append(slices.Clip(p), "#"), f.Type.Elem()}
+			envKeys(f.Type.Elem(), n+"_#_", out[n+"_#"].path, out)
+		}
+	}
+	return out
+}
+
+// applyEnv merges the GENAI_GATEWAY_ variables of environ into viper's
+// config layer, over the file: whole values first, then those reaching into
+// a list element by index, each group in name order. Viper's own
+// environment layer (AutomaticEnv) reads the process environment, which
+// Read must not: the command and the tests hand it one.
 func (l *loader) applyEnv(v *viper.Viper) {
-	var whole, indexed []string
+	keys := envKeys(reflect.TypeFor[Config](), "", nil, map[string]envKey{})
+	type variable struct {
+		name  string
+		parts []string // the name's segments, the index as "#"
+		index int      // -1: none
+	}
+	var vars []variable
 	for name, val := range l.env {
 		if !strings.HasPrefix(name, envPrefix) || name == envConfig || val == "" {
 			continue
 		}
-		if hasIndex(name) {
-			indexed = append(indexed, name)
-		} else {
-			whole = append(whole, name)
-		}
-	}
-	sort.Strings(whole)
-	sort.Strings(indexed)
-	for _, name := range append(whole, indexed...) {
-		t, found := findEnvTarget(reflect.TypeFor[Config](), strings.TrimPrefix(name, envPrefix), "", nil, envTarget{})
-		if !found {
-			l.warn(name + ": no config key of that name, ignored")
-			continue
-		}
-		value, errs := envValue(l.env[name], t.typ, t.key)
-		for _, err := range errs {
-			p := err.(*problem)
-			l.fail(p.key, p.msg+" (from "+name+")")
-		}
-		if m, ok := value.(map[string]any); ok && t.typ.Kind() == reflect.Struct {
-			for _, p := range vanishingKeys(m, t.typ, t.key) {
-				errs = append(errs, p)
-				l.fail(p.key, p.msg+" (from "+name+")")
+		parts := strings.Split(strings.TrimPrefix(name, envPrefix), "_")
+		i := slices.IndexFunc(parts, func(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" })
+		index := -1
+		if i >= 0 {
+			var err error
+			if index, err = strconv.Atoi(parts[i]); err != nil {
+				index = math.MaxInt
 			}
+			parts[i] = "#"
 		}
-		if len(errs) > 0 {
+		vars = append(vars, variable{name, parts, index})
+	}
+	slices.SortFunc(vars, func(a, b variable) int {
+		return cmp.Or(boolInt(a.index >= 0)-boolInt(b.index >= 0), strings.Compare(a.name, b.name))
+	})
+	for _, e := range vars {
+		k, ok := keys[strings.Join(e.parts, "_")]
+		if !ok {
+			l.warn(e.name + ": no config key of that name, ignored")
 			continue
 		}
-		if t.list != "" {
-			list, _ := v.Get(t.list).([]any)
-			if t.index >= len(list) {
-				l.fail(fmt.Sprintf("%s[%d]", t.list, t.index), fmt.Sprintf("no such element: %s has %d (from %s)", t.list, len(list), name))
+		key := strings.Replace(strings.Join(k.path, "."), ".#", fmt.Sprintf("[%d]", e.index), 1)
+		before := len(l.errs)
+		value := l.envValue(l.env[e.name], k.typ, key, e.name)
+		if len(l.errs) > before {
+			continue
+		}
+		path := k.path
+		if i := slices.Index(path, "#"); i >= 0 {
+			list, _ := v.Get(strings.Join(path[:i], ".")).([]any)
+			if e.index >= len(list) {
+				l.fail(key[:strings.IndexByte(key, ']')+1], fmt.Sprintf("no such element: %s has %d (from %s)", strings.Join(path[:i], "."), len(list), e.name))
 				continue
 			}
-			list = deepCopy(list).([]any)
-			if len(t.path) == 0 {
-				list[t.index] = value
+			if i == len(path)-1 {
+				list[e.index] = value
 			} else {
-				elem, ok := list[t.index].(map[string]any)
+				elem, ok := list[e.index].(map[string]any)
 				if !ok {
 					elem = map[string]any{}
 				}
-				list[t.index] = withPath(elem, t.path, value)
+				list[e.index] = setPath(elem, path[i+1:], value)
 			}
-			value = list
+			path, value = path[:i], list
 		}
-		_ = v.MergeConfigMap(withPath(nil, t.treePath(), value)) // cannot fail
-		l.origins[t.key] = name
-		if by, ok := l.legacyEnvSet[t.key]; ok {
-			l.warn(fmt.Sprintf("%s: overrides %s", name, by))
-		}
-	}
-}
-
-// envTarget is the key a GENAI_GATEWAY_ variable sets.
-type envTarget struct {
-	key      string // rate_limit.user_header, upstreams[0].api_key
-	list     string // for a variable reaching into a list element, the list (upstreams)
-	listPath []string
-	index    int
-	path     []string // the key's segments, from the element when list is set
-	typ      reflect.Type
-}
-
-// treePath is the path of the value merged into viper's tree.
-func (t envTarget) treePath() []string {
-	if t.list != "" {
-		return t.listPath
-	}
-	return t.path
-}
-
-// findEnvTarget finds the key of a variable name (without the prefix) under
-// struct type st at key, guided by the config's keys: RATE_LIMIT_USER_HEADER
-// is rate_limit.user_header, UPSTREAMS_0_URL is upstreams[0].url.
-func findEnvTarget(st reflect.Type, name, key string, path []string, t envTarget) (envTarget, bool) {
-	for i := range st.NumField() {
-		f := st.Field(i)
-		tag := tagName(f)
-		if tag == "" {
-			continue
-		}
-		upper := strings.ToUpper(tag)
-		fk, fp := joinKey(key, tag), append(slices.Clone(path), tag)
-		if name == upper {
-			t.key, t.path, t.typ = fk, fp, f.Type
-			return t, true
-		}
-		rest, ok := strings.CutPrefix(name, upper+"_")
-		switch {
-		case !ok:
-		case f.Type.Kind() == reflect.Struct:
-			if found, ok := findEnvTarget(f.Type, rest, fk, fp, t); ok {
-				return found, true
-			}
-		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && t.list == "":
-			digits, after, _ := strings.Cut(rest, "_")
-			idx, err := strconv.Atoi(digits)
-			if err != nil || idx < 0 || digits != strconv.Itoa(idx) {
-				continue
-			}
-			e := envTarget{list: fk, listPath: fp, index: idx, key: fmt.Sprintf("%s[%d]", fk, idx), typ: f.Type.Elem()}
-			if after == "" {
-				return e, true
-			}
-			if found, ok := findEnvTarget(f.Type.Elem(), after, e.key, nil, e); ok {
-				return found, true
-			}
+		_ = v.MergeConfigMap(setPath(map[string]any{}, path, value)) // cannot fail
+		l.origins[key] = e.name
+		if by, ok := l.legacyEnvSet[key]; ok {
+			l.warn(fmt.Sprintf("%s: overrides %s", e.name, by))
 		}
 	}
-	return envTarget{}, false
 }
 
-// envValue turns a variable's text into a tree value for a field of type
-// t: a list of strings takes comma-separated values or a YAML flow list,
+// envValue turns a variable's text into a tree value for a field of type t:
+// a list of strings takes comma-separated values or a YAML flow list,
 // mappings and other lists take YAML, single values are kept as text.
-func envValue(text string, t reflect.Type, key string) (any, []error) {
-	switch {
-	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String && !strings.HasPrefix(strings.TrimSpace(text), "["):
-		list := []any{}
-		for part := range strings.SplitSeq(text, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				list = append(list, part)
+func (l *loader) envValue(text string, t reflect.Type, key, name string) any {
+	switch shapeOf(t) {
+	case list:
+		if t.Elem().Kind() == reflect.String && !strings.HasPrefix(strings.TrimSpace(text), "[") {
+			out := []any{}
+			for part := range strings.SplitSeq(text, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					out = append(out, part)
+				}
 			}
+			return out
 		}
-		return list, nil
-	case t.Kind() == reflect.Struct && t != reflect.TypeFor[time.Time](), t.Kind() == reflect.Slice, t.Kind() == reflect.Map:
-		return parseTree(text, key)
+		fallthrough
+	case mapping:
+		w := walker{l: l, from: " (from " + name + ")"}
+		return w.document([]byte(text), t, key)
 	}
-	return text, nil
+	return text
 }
 
-// hasIndex reports whether a variable name has an all-digit segment.
-func hasIndex(name string) bool {
-	for part := range strings.SplitSeq(name, "_") {
-		if part != "" && strings.Trim(part, "0123456789") == "" {
-			return true
+// setPath sets value at path in tree m, making the maps on the way, and
+// returns m.
+func setPath(m map[string]any, path []string, value any) map[string]any {
+	inner := m
+	for _, k := range path[:len(path)-1] {
+		next, ok := inner[k].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			inner[k] = next
 		}
+		inner = next
 	}
-	return false
-}
-
-// withPath returns m (a new map when nil) with value set at path, creating
-// or copying the maps on the way.
-func withPath(m map[string]any, path []string, value any) map[string]any {
-	out := map[string]any{}
-	for k, v := range m {
-		out[k] = v
-	}
-	if len(path) == 1 {
-		out[path[0]] = value
-		return out
-	}
-	inner, _ := out[path[0]].(map[string]any)
-	out[path[0]] = withPath(inner, path[1:], value)
-	return out
-}
-
-// deepCopy copies a tree value, so that changing it leaves viper's alone.
-func deepCopy(v any) any {
-	switch v := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for k, e := range v {
-			out[k] = deepCopy(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(v))
-		for i, e := range v {
-			out[i] = deepCopy(e)
-		}
-		return out
-	}
-	return v
+	inner[path[len(path)-1]] = value
+	return m
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
-	"go.yaml.in/yaml/v3"
 )
 
 // Flag names. Besides --config, they are those of the original Rust
@@ -135,14 +134,16 @@ type legacyValue struct {
 func (l *loader) legacyValues(fs *pflag.FlagSet) map[string]legacyValue {
 	vals := map[string]legacyValue{}
 	for _, o := range legacyOptions() {
-		v, ok := legacyValue{}, false
-		if f := lookupFlag(fs, o.flag); f != nil && f.Changed {
-			v, ok = legacyValue{raw: f.Value.String(), source: "--" + o.flag, flag: true}, true
-		} else if raw := l.env[o.env]; raw != "" {
-			v, ok = legacyValue{raw: raw, source: o.env}, true
+		var f *pflag.Flag
+		if fs != nil {
+			f = fs.Lookup(o.flag)
+		}
+		v := legacyValue{raw: l.env[o.env], source: o.env}
+		if f != nil && f.Changed {
+			v = legacyValue{raw: f.Value.String(), source: "--" + o.flag, flag: true}
 		}
 		switch {
-		case !ok:
+		case v.raw == "" && !v.flag:
 		case o.ignored:
 			l.warn(v.source + " is ignored: rate-limit counters are replicated between replicas by the cluster (cluster.*), no Redis is needed")
 		case o.port && !v.flag && strings.Contains(v.raw, "://"):
@@ -154,140 +155,106 @@ func (l *loader) legacyValues(fs *pflag.FlagSet) map[string]legacyValue {
 	return vals
 }
 
-func lookupFlag(fs *pflag.FlagSet, name string) *pflag.Flag {
-	if fs == nil {
-		return nil
-	}
-	return fs.Lookup(name)
-}
-
 // applyLegacy maps the Rust options onto viper's layers. A group of options
-// mapping onto one key applies at the flag layer (viper's pflag layer, above
-// the environment) when any of its options came from a flag, else at the
-// environment layer; Read applies the environment layer before the
-// GENAI_GATEWAY_ variables, which therefore beat the Rust variables.
+// mapping onto one key applies above the environment (viper's override
+// layer, as a flag would) when any of its options came from a flag, else in
+// the config layer over the file; Read applies the latter before the
+// GENAI_GATEWAY_ variables, which therefore beat the Rust variables. The
+// values are trees rather than flag text, so they are set, not bound.
 func (l *loader) applyLegacy(v *viper.Viper, vals map[string]legacyValue, flagTier bool) {
-	group := func(key string, names ...string) bool {
-		given, anyFlag := false, false
+	// group names the options of names that were given, when they apply
+	// at this tier; else it returns "".
+	group := func(key string, names ...string) string {
+		var sources []string
+		anyFlag := false
 		for _, n := range names {
-			if v, ok := vals[n]; ok {
-				given, anyFlag = true, anyFlag || v.flag
+			if val, ok := vals[n]; ok {
+				sources, anyFlag = append(sources, val.source), anyFlag || val.flag
 			}
 		}
-		if !given || anyFlag != flagTier {
-			return false
+		if len(sources) == 0 || anyFlag != flagTier {
+			return ""
 		}
 		if !flagTier {
-			l.legacyEnvSet[key] = sourcesOf(vals, names...)
+			l.legacyEnvSet[key] = strings.Join(sources, ", ")
 		}
-		return true
+		return strings.Join(sources, ", ")
 	}
-	set := func(key, source string, value any) {
-		if !flagTier {
-			_ = v.MergeConfigMap(withPath(nil, strings.Split(key, "."), value)) // cannot fail
-			return
+	set := func(key string, value any) {
+		if flagTier {
+			v.Set(key, value)
+		} else {
+			_ = v.MergeConfigMap(setPath(map[string]any{}, strings.Split(key, "."), value)) // cannot fail
 		}
-		text, ok := value.(string)
-		if !ok {
-			out, _ := yaml.Marshal(value) // a tree of maps, lists and strings always marshals
-			text = string(out)
-		}
-		_ = v.BindFlagValue(key, boundFlag{name: source, value: text}) // cannot fail: the value is not nil
+	}
+	setLimits := func(maxTokens, windowMinutes int64) {
+		l.legacyLimits = []any{toTree(reflect.ValueOf(legacyLimit(maxTokens, windowMinutes)))}
+		set("rate_limit.limits", l.legacyLimits)
 	}
 
-	if group("upstreams", flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain) {
+	if src := group("upstreams", flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain); src != "" {
 		if url, ok := l.legacyUpstreamURL(vals); ok {
 			if v.InConfig("upstreams") {
-				l.warn(sourcesOf(vals, flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain) +
-					": replaces the configured upstreams with one upstream " + quote(defaultUpstreamName) + " at " + url)
+				l.warn(src + ": replaces the configured upstreams with one upstream " + quote(defaultUpstreamName) + " at " + url)
 			}
-			set("upstreams", sourcesOf(vals, flagOpenAITLS, flagOpenAIPort, flagOpenAIDomain), []any{toTree(reflect.ValueOf(defaultUpstream(url)))})
+			set("upstreams", []any{toTree(reflect.ValueOf(defaultUpstream(url)))})
 		}
 	}
-	if group("listen", flagProxyPort) {
-		if port, ok := l.port(vals[flagProxyPort], true); ok {
-			set("listen", vals[flagProxyPort].source, ":"+port)
+	for _, o := range []struct{ key, flag string }{{"listen", flagProxyPort}, {"metrics_listen", flagMetricsPort}} {
+		if group(o.key, o.flag) != "" {
+			if port, ok := l.port(vals[o.flag], true); ok {
+				set(o.key, ":"+port)
+			}
 		}
 	}
-	if group("metrics_listen", flagMetricsPort) {
-		if port, ok := l.port(vals[flagMetricsPort], true); ok {
-			set("metrics_listen", vals[flagMetricsPort].source, ":"+port)
-		}
-	}
-	if group("rate_limit.limits", flagWindowMinutes, flagMaxPromptTokens) {
+	if src := group("rate_limit.limits", flagWindowMinutes, flagMaxPromptTokens); src != "" {
 		window, okW := l.positive(vals, flagWindowMinutes, legacyWindowMinutes, maxLegacyWindowMinutes, "a whole number of minutes")
 		limit, okL := l.positive(vals, flagMaxPromptTokens, legacyMaxTokens, 1<<62, "a whole number of tokens")
 		if okW && okL {
-			sources := sourcesOf(vals, flagWindowMinutes, flagMaxPromptTokens)
 			if hasLimits(v) && !reflect.DeepEqual(v.Get("rate_limit.limits"), l.legacyLimits) {
-				l.warn(sources + ": replaces the configured rate_limit.limits with one total_tokens limit named " + legacyLimitName)
+				l.warn(src + ": replaces the configured rate_limit.limits with one total_tokens limit named " + legacyLimitName)
 			}
-			l.setLegacyLimits(set, sources, limit, window)
+			setLimits(limit, window)
 		}
 	}
-	if group("rate_limit.enabled", flagEnableRateLimiting) {
-		val := vals[flagEnableRateLimiting]
-		if on, err := parseBool(val.raw); err != nil {
-			l.fail(val.source, err.Error())
+	if src := group("rate_limit.enabled", flagEnableRateLimiting); src != "" {
+		if on, err := parseBool(vals[flagEnableRateLimiting].raw); err != nil {
+			l.fail(src, err.Error())
 		} else {
-			set("rate_limit.enabled", val.source, strconv.FormatBool(on))
+			set("rate_limit.enabled", strconv.FormatBool(on))
 			if on && !hasLimits(v) {
-				l.setLegacyLimits(set, val.source, legacyMaxTokens, legacyWindowMinutes)
+				setLimits(legacyMaxTokens, legacyWindowMinutes)
 			}
 		}
 	}
-	if group("rate_limit.user_header", flagUserHeaderKey) {
-		set("rate_limit.user_header", vals[flagUserHeaderKey].source, strings.TrimSpace(vals[flagUserHeaderKey].raw))
+	if group("rate_limit.user_header", flagUserHeaderKey) != "" {
+		set("rate_limit.user_header", strings.TrimSpace(vals[flagUserHeaderKey].raw))
 	}
-}
-
-// setLegacyLimits sets rate_limit.limits to the limit the Rust options describe.
-func (l *loader) setLegacyLimits(set func(key, source string, value any), source string, maxTokens, windowMinutes int64) {
-	l.legacyLimits = []any{toTree(reflect.ValueOf(legacyLimit(maxTokens, windowMinutes)))}
-	set("rate_limit.limits", source, l.legacyLimits)
 }
 
 // hasLimits reports whether a lower layer configured any rate limit.
 func hasLimits(v *viper.Viper) bool {
-	switch limits := v.Get("rate_limit.limits").(type) {
-	case []any:
-		return len(limits) > 0
-	case string:
-		return limits != ""
-	}
-	return false
+	limits, _ := v.Get("rate_limit.limits").([]any)
+	return len(limits) > 0
 }
-
-// boundFlag is a Rust flag's value as the config key it maps onto, bound in
-// viper's pflag layer: --http-proxy-port 8081 is listen ":8081".
-type boundFlag struct{ name, value string }
-
-func (f boundFlag) HasChanged() bool    { return true }
-func (f boundFlag) Name() string        { return f.name }
-func (f boundFlag) ValueString() string { return f.value }
-func (f boundFlag) ValueType() string   { return "string" }
 
 // legacyUpstreamURL is the URL of the upstream the Rust options name.
 func (l *loader) legacyUpstreamURL(vals map[string]legacyValue) (string, bool) {
-	tls := true
+	scheme, port := "https", "443"
 	if v, ok := vals[flagOpenAITLS]; ok {
-		b, err := parseBool(v.raw)
+		tls, err := parseBool(v.raw)
 		if err != nil {
 			l.fail(v.source, err.Error())
 			return "", false
 		}
-		tls = b
-	}
-	scheme, port := "https", "443"
-	if !tls {
-		scheme, port = "http", "80"
+		if !tls {
+			scheme, port = "http", "80"
+		}
 	}
 	if v, ok := vals[flagOpenAIPort]; ok {
-		p, ok := l.port(v, false)
-		if !ok {
+		if port, ok = l.port(v, false); !ok {
 			return "", false
 		}
-		port = p
 	}
 	domain := legacyDomain
 	if v, ok := vals[flagOpenAIDomain]; ok {
@@ -298,17 +265,6 @@ func (l *loader) legacyUpstreamURL(vals map[string]legacyValue) (string, bool) {
 		}
 	}
 	return scheme + "://" + net.JoinHostPort(domain, port), true
-}
-
-// sourcesOf names the options among names that were given, for messages.
-func sourcesOf(vals map[string]legacyValue, names ...string) string {
-	var sources []string
-	for _, n := range names {
-		if v, ok := vals[n]; ok {
-			sources = append(sources, v.source)
-		}
-	}
-	return strings.Join(sources, ", ")
 }
 
 // port parses a port number; 0 is allowed only for listen addresses.

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,7 +10,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,20 +74,14 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (Config, []string, e
 // RegisterFlags): a flag beats its variable, and GENAI_GATEWAY_ variables
 // beat the Rust variables.
 //
-// Read decodes strictly (viper's UnmarshalExact): an unknown key anywhere
-// is an error. It resolves rate_limit.overrides into complete limits, then
-// validates. The error joins every problem found, one per line, each
-// starting with the key (or variable, or flag) it concerns; on error the
-// Config is the zero value, and the Result still holds the warnings.
-// Neither ever contains a secret.
+// Decoding is strict: an unknown key anywhere is an error. Read resolves
+// rate_limit.overrides into complete limits, then validates. The error joins
+// every problem found, one per line, each starting with the key (or
+// variable, or flag) it concerns; on error the Config is the zero value, and
+// the Result still holds the warnings. Neither ever contains a secret.
 func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
-	l := &loader{env: envMap(environ), decodeKeys: map[string]bool{}, legacyEnvSet: map[string]string{}, origins: map[string]string{}}
-	codecs := viper.NewCodecRegistry()
-	if err := codecs.RegisterCodec("yaml", yamlCodec{l: l, file: path, vars: l.env}); err != nil {
-		return Result{}, err
-	}
-	v := viper.NewWithOptions(viper.WithDecoderRegistry(codecs), viper.WithLogger(slog.New(slog.DiscardHandler)))
-	v.SetConfigType("yaml")
+	l := &loader{env: envMap(environ), failed: map[string]bool{}, legacyEnvSet: map[string]string{}, origins: map[string]string{}}
+	v := viper.NewWithOptions(viper.WithLogger(slog.New(slog.DiscardHandler)))
 	for k, val := range toTree(reflect.ValueOf(Default())).(map[string]any) {
 		v.SetDefault(k, val)
 	}
@@ -98,8 +91,11 @@ func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
 		if data, err = os.ReadFile(path); err != nil {
 			return Result{}, fmt.Errorf("read config file: %w", err)
 		}
-		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-			l.fail(path, err.Error())
+		// Not v.ReadConfig: the file's problems are named by key path and
+		// ${VAR} expands from environ, so the walker reads it (see yaml.go).
+		w := walker{l: l, file: path, vars: l.env}
+		if tree, ok := w.document(data, reflect.TypeFor[Config](), "").(map[string]any); ok {
+			_ = v.MergeConfigMap(tree) // cannot fail
 		}
 	}
 	legacy := l.legacyValues(fs)
@@ -114,7 +110,8 @@ func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
 	}
 	cfg.RateLimit.Overrides = resolveOverrides(cfg.RateLimit.Limits, cfg.RateLimit.Overrides)
 	for _, err := range cfg.problems() {
-		if !l.coveredByDecodeError(err) {
+		// A key that failed to decode holds its zero value: say nothing more about it.
+		if underAny(err.(*problem).key, l.failed) == "" {
 			l.errs = append(l.errs, err)
 		}
 	}
@@ -122,36 +119,36 @@ func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
 
 	sum := sha256.Sum256(data)
 	r := Result{Config: cfg, Hash: hex.EncodeToString(sum[:6])}
-	redact := secretValues(cfg, l)
+	redact := secretValues(cfg, l.env)
 	for _, w := range l.warnings {
 		r.Warnings = append(r.Warnings, redact(w))
 	}
-	if len(l.errs) > 0 {
-		errs := make([]error, len(l.errs))
-		for i, err := range l.errs {
-			errs[i] = errors.New(redact(err.Error()))
-		}
-		r.Config = Config{}
-		return r, errors.Join(errs...)
+	if len(l.errs) == 0 {
+		return r, nil
 	}
-	return r, nil
+	errs := make([]error, len(l.errs))
+	for i, err := range l.errs {
+		errs[i] = errors.New(redact(err.Error()))
+	}
+	r.Config = Config{}
+	return r, errors.Join(errs...)
 }
 
 // loader accumulates the problems and warnings of one load.
 type loader struct {
 	env          map[string]string
 	errs         []error
-	decodeKeys   map[string]bool // keys that failed to decode
+	failed       map[string]bool // keys whose value was refused
 	warnings     []string
-	legacyEnvSet map[string]string // key path -> Rust variable that set it
+	legacyEnvSet map[string]string // key path -> Rust variables that set it
 	origins      map[string]string // key path -> GENAI_GATEWAY_ variable that set it
-	legacyLimits any               // the rate_limit.limits the Rust variables set
+	legacyLimits any               // the rate_limit.limits the Rust options set
 }
 
 // fail records a problem at key.
 func (l *loader) fail(key, msg string) {
 	l.errs = append(l.errs, &problem{key: key, msg: msg})
-	l.decodeKeys[key] = true
+	l.failed[key] = true
 }
 
 // warn records a warning once.
@@ -161,21 +158,10 @@ func (l *loader) warn(msg string) {
 	}
 }
 
-// coveredByDecodeError reports whether a validation problem concerns a key
-// that already failed to decode, or lies under one (its value is then the
-// default or zero, and a second message about it would only confuse).
-func (l *loader) coveredByDecodeError(err error) bool {
-	var p *problem
-	return errors.As(err, &p) && underAny(p.key, l.decodeKeys) != ""
-}
-
 // underAny returns the key of keys that is key or holds it, or "".
 func underAny[V any](key string, keys map[string]V) string {
-	if _, ok := keys[key]; ok {
-		return key
-	}
-	for i := range len(key) {
-		if _, ok := keys[key[:i]]; ok && (key[i] == '.' || key[i] == '[') {
+	for i := range len(key) + 1 {
+		if _, ok := keys[key[:i]]; ok && (i == len(key) || key[i] == '.' || key[i] == '[') {
 			return key[:i]
 		}
 	}
@@ -183,54 +169,27 @@ func underAny[V any](key string, keys map[string]V) string {
 }
 
 // decodeErrors records the problems of viper's UnmarshalExact, which
-// mapstructure returns as a tree of joined *DecodeError, each naming its
-// field (rate_limit.limits[0].limit).
+// mapstructure returns as a tree of joined errors, each *DecodeError naming
+// its field (rate_limit.limits[0].limit).
 func (l *loader) decodeErrors(err error) {
 	var found []*problem
 	var walk func(err error)
 	walk = func(err error) {
-		var de *mapstructure.DecodeError
 		switch e := err.(type) {
 		case *mapstructure.DecodeError:
-			de = e
+			found = append(found, &problem{key: keyOf(e.Name()), msg: e.Unwrap().Error()})
 		case interface{ Unwrap() []error }:
 			for _, e := range e.Unwrap() {
 				walk(e)
 			}
-			return
 		case interface{ Unwrap() error }:
 			walk(e.Unwrap())
-			return
 		default:
-			found = append(found, &problem{key: "", msg: err.Error()})
-			return
-		}
-		key, inner := keyOf(de.Name()), de.Unwrap()
-		if unknown, ok := strings.CutPrefix(inner.Error(), "has invalid keys: "); ok {
-			t := typeAt(de.Name())
-			for _, k := range strings.Split(unknown, ", ") {
-				msg := "unknown key"
-				if s := suggest(k, t); s != "" {
-					msg += fmt.Sprintf(" (did you mean %s?)", s)
-				}
-				found = append(found, &problem{key: joinKey(key, k), msg: msg})
-			}
-			return
-		}
-		for _, e := range flatten(inner) {
-			if p, ok := e.(*problem); ok {
-				sub := p.key
-				if !strings.HasPrefix(sub, "[") {
-					sub = "." + sub
-				}
-				found = append(found, &problem{key: strings.TrimPrefix(key+sub, "."), msg: p.msg})
-			} else {
-				found = append(found, &problem{key: key, msg: e.Error()})
-			}
+			found = append(found, &problem{msg: err.Error()})
 		}
 	}
 	walk(err)
-	sort.SliceStable(found, func(i, j int) bool { return found[i].key < found[j].key })
+	slices.SortStableFunc(found, func(a, b *problem) int { return strings.Compare(a.key, b.key) })
 	for _, p := range found {
 		if name := underAny(p.key, l.origins); name != "" {
 			p.msg += " (from " + l.origins[name] + ")"
@@ -239,66 +198,21 @@ func (l *loader) decodeErrors(err error) {
 	}
 }
 
-// flatten lists the errors joined in err.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
-}
-
 // overrideName splits mapstructure's name of a field under a user's
 // overrides, rate_limit.overrides[USER][0].limit, where USER is any text.
 var overrideName = regexp.MustCompile(`^rate_limit\.overrides\[(.*?)\]((?:\[\d+\])(?:\..*)?)?$`)
 
-// indexes matches the list indexes and map keys of a field name.
-var indexes = regexp.MustCompile(`\[[^\]]*\]`)
-
 // keyOf turns mapstructure's field name into the key problems are named by:
-// the same, except that a user name is written as rate_limit.overrides.alice
-// (quoted when it holds other characters than letters, digits, - and _).
+// the same, except that a user name is written as Validate writes it (see mapKey).
 func keyOf(name string) string {
 	if m := overrideName.FindStringSubmatch(name); m != nil {
-		return mapKey(overridesKey, m[1]) + m[2]
+		return mapKey("rate_limit.overrides", m[1]) + m[2]
 	}
 	return name
 }
 
-// typeAt returns the struct type holding the keys of mapstructure's field
-// name, for suggestions.
-func typeAt(name string) reflect.Type {
-	if strings.HasPrefix(name, overridesKey+"[") {
-		return reflect.TypeFor[Limit]()
-	}
-	t := reflect.TypeFor[Config]()
-	for _, part := range strings.Split(indexes.ReplaceAllString(name, ""), ".") {
-		if part == "" {
-			continue
-		}
-		for t.Kind() == reflect.Slice {
-			t = t.Elem()
-		}
-		f, ok := fieldByTag(t, part)
-		if !ok {
-			return t
-		}
-		t = f.Type
-	}
-	for t.Kind() == reflect.Slice {
-		t = t.Elem()
-	}
-	return t
-}
-
 // fieldByTag finds the field of struct t known by key.
 func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
-	if t.Kind() != reflect.Struct {
-		return reflect.StructField{}, false
-	}
 	for i := range t.NumField() {
 		if tagName(t.Field(i)) == key {
 			return t.Field(i), true
@@ -324,72 +238,32 @@ func joinKey(key, name string) string {
 // mapKey appends a map key (a user name) to a key path, quoting it when it
 // holds characters other than letters, digits, '-' and '_'.
 func mapKey(key, name string) string {
-	plain := name != ""
-	for _, r := range name {
-		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			plain = false
-			break
-		}
-	}
-	if !plain {
+	if name == "" || strings.ContainsFunc(name, func(r rune) bool {
+		return !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) {
 		return fmt.Sprintf("%s[%s]", key, quote(name))
 	}
 	return joinKey(key, name)
 }
 
-// suggest returns the known key of struct t closest to name, if close.
-func suggest(name string, t reflect.Type) string {
-	if t.Kind() != reflect.Struct {
-		return ""
+// quote quotes a value for a message, cut to a readable length.
+func quote(s string) string {
+	if len(s) > 64 {
+		return strconv.Quote(s[:64]) + "..."
 	}
-	best, bestDist := "", 3
-	for i := range t.NumField() {
-		k := tagName(t.Field(i))
-		if dist := editDistance(strings.ToLower(name), k); dist < bestDist {
-			best, bestDist = k, dist
-		}
-	}
-	return best
+	return strconv.Quote(s)
 }
 
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return len(a) + len(b)
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
-// toTree turns a Config (the defaults) into viper's tree: the same shape
-// the file gives, with strings for values. Nil lists and maps are left out.
+// toTree turns a config value (the defaults, a default upstream or limit)
+// into viper's tree: the shape the file gives, with strings for values. Nil
+// lists, maps and pointers are left out.
 func toTree(v reflect.Value) any {
-	switch v.Type() {
-	case reflect.TypeFor[time.Duration]():
+	switch {
+	case v.Type() == reflect.TypeFor[time.Duration]():
 		return time.Duration(v.Int()).String()
-	case reflect.TypeFor[time.Time]():
-		if t := v.Interface().(time.Time); !t.IsZero() {
-			return t.Format(time.RFC3339)
-		}
-		return nil
-	}
-	switch v.Kind() {
-	case reflect.Struct:
+	case v.Type() == reflect.TypeFor[time.Time]():
+		return v.Interface().(time.Time).Format(time.RFC3339)
+	case v.Kind() == reflect.Struct:
 		m := map[string]any{}
 		for i := range v.NumField() {
 			if val := toTree(v.Field(i)); val != nil {
@@ -397,18 +271,15 @@ func toTree(v reflect.Value) any {
 			}
 		}
 		return m
-	case reflect.Slice:
-		if v.IsNil() {
-			return nil
-		}
+	case v.Kind() == reflect.Slice && !v.IsNil():
 		list := make([]any, v.Len())
 		for i := range list {
 			list[i] = toTree(v.Index(i))
 		}
 		return list
-	case reflect.Map:
-		return nil // the defaults have no overrides
-	case reflect.String:
+	case v.Kind() == reflect.Slice, v.Kind() == reflect.Map, v.Kind() == reflect.Pointer:
+		return nil
+	case v.Kind() == reflect.String:
 		return v.String()
 	}
 	return fmt.Sprint(v.Interface())
@@ -444,28 +315,24 @@ func advisories(c Config) []string {
 }
 
 // secretValues returns a function that replaces every secret value known to
-// the load (final or from the file and environment) in a message.
-func secretValues(c Config, l *loader) func(string) string {
-	var secrets []string
-	add := func(s string) {
-		if len(s) >= 6 {
-			secrets = append(secrets, s)
-		}
-	}
+// the load (final, or in a variable whose name says it holds one) in a message.
+func secretValues(c Config, env map[string]string) func(string) string {
+	secrets := []string{c.Cluster.SecretKey.Value()}
 	for _, u := range c.Upstreams {
-		add(u.APIKey.Value())
+		secrets = append(secrets, u.APIKey.Value())
 	}
-	add(c.Cluster.SecretKey.Value())
-	for name, val := range l.env {
+	for name, val := range env {
 		for _, suffix := range []string{"API_KEY", "SECRET_KEY", "SECRET", "TOKEN", "PASSWORD"} {
 			if name == suffix || strings.HasSuffix(name, "_"+suffix) {
-				add(val)
+				secrets = append(secrets, val)
 			}
 		}
 	}
 	return func(msg string) string {
 		for _, s := range secrets {
-			msg = strings.ReplaceAll(msg, s, redacted)
+			if len(s) >= 6 {
+				msg = strings.ReplaceAll(msg, s, redacted)
+			}
 		}
 		return msg
 	}

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -26,42 +28,18 @@ func (c Config) problems() []error {
 	var p problems
 	p.hostPort("listen", c.Listen, false, true)
 	p.hostPort("metrics_listen", c.MetricsListen, false, true)
-	if c.Listen == c.MetricsListen && !strings.HasSuffix(c.Listen, ":0") {
-		p.add("metrics_listen", "must differ from listen (%s)", quote(c.Listen))
-	}
-	if !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, c.Log.Level) {
-		p.add("log.level", "must be one of trace, debug, info, warn, error; got %s", quote(c.Log.Level))
-	}
-	if c.Log.Format != "json" && c.Log.Format != "console" {
-		p.add("log.format", "must be json or console; got %s", quote(c.Log.Format))
-	}
-	if c.MaxBodyBytes <= 0 {
-		p.add("max_body_bytes", "must be > 0; got %d", c.MaxBodyBytes)
-	}
-	if c.DrainTimeout < 0 {
-		p.add("drain_timeout", "must be >= 0; got %s", c.DrainTimeout)
-	}
-	if c.Metrics.MaxUsers <= 0 {
-		p.add("metrics.max_users", "must be > 0; got %d", c.Metrics.MaxUsers)
-	}
-	if c.Metrics.MaxSeries <= 0 {
-		p.add("metrics.max_series", "must be > 0; got %d", c.Metrics.MaxSeries)
-	}
-	if c.Metrics.UserIdle <= 0 {
-		p.add("metrics.user_idle", "must be > 0; got %s", c.Metrics.UserIdle)
-	}
-	if c.BodyReadTimeout <= 0 {
-		p.add("body_read_timeout", "must be > 0; got %s", c.BodyReadTimeout)
-	}
-	if c.MaxInflightBodyBytes < c.MaxBodyBytes {
-		p.add("max_inflight_body_bytes", "must be >= max_body_bytes (%d); got %d", c.MaxBodyBytes, c.MaxInflightBodyBytes)
-	}
-	if c.MaxConnections <= 0 {
-		p.add("max_connections", "must be > 0; got %d", c.MaxConnections)
-	}
-	if c.RateLimit.MaxClientWait <= 0 {
-		p.add("rate_limit.max_client_wait", "must be > 0; got %s", c.RateLimit.MaxClientWait)
-	}
+	p.when(c.Listen == c.MetricsListen && !strings.HasSuffix(c.Listen, ":0"), "metrics_listen", "must differ from listen (%s)", quote(c.Listen))
+	p.oneOf("log.level", c.Log.Level, "trace", "debug", "info", "warn", "error")
+	p.oneOf("log.format", c.Log.Format, "json", "console")
+	p.when(c.MaxBodyBytes <= 0, "max_body_bytes", "must be > 0; got %d", c.MaxBodyBytes)
+	p.when(c.DrainTimeout < 0, "drain_timeout", "must be >= 0; got %s", c.DrainTimeout)
+	p.when(c.Metrics.MaxUsers <= 0, "metrics.max_users", "must be > 0; got %d", c.Metrics.MaxUsers)
+	p.when(c.Metrics.MaxSeries <= 0, "metrics.max_series", "must be > 0; got %d", c.Metrics.MaxSeries)
+	p.when(c.Metrics.UserIdle <= 0, "metrics.user_idle", "must be > 0; got %s", c.Metrics.UserIdle)
+	p.when(c.BodyReadTimeout <= 0, "body_read_timeout", "must be > 0; got %s", c.BodyReadTimeout)
+	p.when(c.MaxInflightBodyBytes < c.MaxBodyBytes, "max_inflight_body_bytes", "must be >= max_body_bytes (%d); got %d", c.MaxBodyBytes, c.MaxInflightBodyBytes)
+	p.when(c.MaxConnections <= 0, "max_connections", "must be > 0; got %d", c.MaxConnections)
+	p.when(c.RateLimit.MaxClientWait <= 0, "rate_limit.max_client_wait", "must be > 0; got %s", c.RateLimit.MaxClientWait)
 	p.upstreams(c.Upstreams)
 	p.routing(c.Routing)
 	p.rateLimit(c.RateLimit)
@@ -78,80 +56,78 @@ func (p *problems) add(key, format string, args ...any) {
 	p.errs = append(p.errs, &problem{key: key, msg: fmt.Sprintf(format, args...)})
 }
 
-func (p *problems) upstreams(ups []Upstream) {
-	if len(ups) == 0 {
-		p.add("upstreams", "at least one upstream is required")
+// when adds the problem when bad.
+func (p *problems) when(bad bool, key, format string, args ...any) {
+	if bad {
+		p.add(key, format, args...)
 	}
+}
+
+// oneOf adds a problem when v is not among values, and reports whether it is.
+func (p *problems) oneOf(key, v string, values ...string) bool {
+	list := strings.Join(values[:len(values)-1], ", ") + " or " + values[len(values)-1]
+	if len(values) > 3 {
+		list = "one of " + strings.Join(values, ", ")
+	}
+	p.when(!slices.Contains(values, v), key, "must be %s; got %s", list, quote(v))
+	return slices.Contains(values, v)
+}
+
+// unique adds a problem when name is not empty and already in seen (by
+// index), else records it.
+func (p *problems) unique(seen map[string]int, name string, i int, key, what string) {
+	if j, dup := seen[name]; dup && name != "" {
+		p.add(key, "%s is already the name of %s[%d]", quote(name), what, j)
+	} else if !dup {
+		seen[name] = i
+	}
+}
+
+func (p *problems) upstreams(ups []Upstream) {
+	p.when(len(ups) == 0, "upstreams", "at least one upstream is required")
 	seen := map[string]int{}
 	for i, u := range ups {
 		key := fmt.Sprintf("upstreams[%d]", i)
-		switch j, dup := seen[u.Name]; {
-		case u.Name == "":
-			p.add(key+".name", "must not be empty")
-		case dup:
-			p.add(key+".name", "%s is already the name of upstreams[%d]", quote(u.Name), j)
-		default:
-			seen[u.Name] = i
-		}
+		p.when(u.Name == "", key+".name", "must not be empty")
+		p.unique(seen, u.Name, i, key+".name", "upstreams")
 		if msg := checkURL(u.URL); msg != "" {
 			p.add(key+".url", "%s", msg)
 		}
 		p.globs(key+".models", u.Models)
-		if u.Timeout <= 0 {
-			p.add(key+".timeout", "must be > 0; got %s", u.Timeout)
-		}
+		p.when(u.Timeout <= 0, key+".timeout", "must be > 0; got %s", u.Timeout)
 		p.provider(key, u)
-		if u.Weight < 0 || u.Weight > maxWeight { // 0: not set (1)
-			p.add(key+".weight", "must be from 1 to %d; got %d", maxWeight, u.Weight)
-		}
-		if u.MaxInFlight < 0 {
-			p.add(key+".max_in_flight", "must be >= 0 (0 = no cap); got %d", u.MaxInFlight)
-		}
+		p.when(u.Weight < 0 || u.Weight > maxWeight, key+".weight", "must be from 1 to %d; got %d", maxWeight, u.Weight) // 0: not set (1)
+		p.when(u.MaxInFlight < 0, key+".max_in_flight", "must be >= 0 (0 = no cap); got %d", u.MaxInFlight)
 	}
 }
 
 // routing checks the routing section.
 func (p *problems) routing(r Routing) {
-	if !slices.Contains([]string{StrategyPriority, StrategyWeighted, StrategyLeastBusy}, r.Strategy) {
-		p.add("routing.strategy", "must be priority, weighted or least_busy; got %s", quote(r.Strategy))
-	}
-	if r.Retries < 0 || r.Retries > maxRetries {
-		p.add("routing.retries", "must be from 0 to %d; got %d", maxRetries, r.Retries)
-	}
+	p.oneOf("routing.strategy", r.Strategy, StrategyPriority, StrategyWeighted, StrategyLeastBusy)
+	p.when(r.Retries < 0 || r.Retries > maxRetries, "routing.retries", "must be from 0 to %d; got %d", maxRetries, r.Retries)
 	for i, v := range r.RetryOn {
-		if !slices.Contains(retryOnValues, v) {
-			p.add(fmt.Sprintf("routing.retry_on[%d]", i), "must be one of %s; got %s", strings.Join(retryOnValues, ", "), quote(v))
-		}
+		p.oneOf(fmt.Sprintf("routing.retry_on[%d]", i), v, retryOnValues...)
 	}
-	if r.Cooldown <= 0 || r.Cooldown > maxCooldown {
-		p.add("routing.cooldown", "must be > 0 and at most %s; got %s", maxCooldown, r.Cooldown)
-	}
+	p.when(r.Cooldown <= 0 || r.Cooldown > maxCooldown, "routing.cooldown", "must be > 0 and at most %s; got %s", maxCooldown, r.Cooldown)
 }
 
 // provider checks an upstream's provider and the keys only azure takes.
 func (p *problems) provider(key string, u Upstream) {
 	prov := u.EffectiveProvider()
-	if !slices.Contains([]string{ProviderOpenAI, ProviderAnthropic, ProviderAzure}, prov) {
-		p.add(key+".provider", "must be openai, anthropic or azure; got %s", quote(u.Provider))
+	if !p.oneOf(key+".provider", prov, ProviderOpenAI, ProviderAnthropic, ProviderAzure) {
 		return
 	}
 	if prov != ProviderAzure {
-		if len(u.Deployments) > 0 {
-			p.add(key+".deployments", "applies to provider azure only (provider is %s)", prov)
-		}
-		if u.APIVersion != "" {
-			p.add(key+".api_version", "applies to provider azure only (provider is %s)", prov)
-		}
+		p.when(len(u.Deployments) > 0, key+".deployments", "applies to provider azure only (provider is %s)", prov)
+		p.when(u.APIVersion != "", key+".api_version", "applies to provider azure only (provider is %s)", prov)
 		return
 	}
 	for model, d := range u.Deployments {
-		if model == "" || d == "" || strings.ContainsAny(d, "/?#%\\") || d == "." || d == ".." {
-			p.add(key+".deployments", "%s: %s must be a non-empty deployment name without / ? # %% or \\", quote(model), quote(d))
-		}
+		p.when(model == "" || d == "" || strings.ContainsAny(d, "/?#%\\") || d == "." || d == "..",
+			key+".deployments", "%s: %s must be a non-empty deployment name without / ? # %% or \\", quote(model), quote(d))
 	}
-	if v := u.APIVersion; v != "" && (len(v) > 64 || strings.ContainsAny(v, "&#?/ \t")) {
-		p.add(key+".api_version", "must be an Azure api-version such as 2024-10-21; got %s", quote(v))
-	}
+	v := u.APIVersion
+	p.when(v != "" && (len(v) > 64 || strings.ContainsAny(v, "&#?/ \t")), key+".api_version", "must be an Azure api-version such as 2024-10-21; got %s", quote(v))
 }
 
 // checkURL returns what is wrong with an upstream URL, or "". The message
@@ -187,33 +163,18 @@ func checkURL(s string) string {
 }
 
 func (p *problems) rateLimit(rl RateLimit) {
-	if !isToken(rl.UserHeader) {
-		p.add("rate_limit.user_header", "must be an HTTP header name; got %s", quote(rl.UserHeader))
-	}
-	if rl.MissingUser != MissingUserReject && rl.MissingUser != MissingUserAnonymous {
-		p.add("rate_limit.missing_user", "must be reject or anonymous; got %s", quote(rl.MissingUser))
-	}
+	p.when(!isToken(rl.UserHeader), "rate_limit.user_header", "must be an HTTP header name; got %s", quote(rl.UserHeader))
+	p.oneOf("rate_limit.missing_user", rl.MissingUser, MissingUserReject, MissingUserAnonymous)
 	byName := map[string]int{}
 	for i, l := range rl.Limits {
 		key := fmt.Sprintf("rate_limit.limits[%d]", i)
 		p.limit(key, l)
-		if j, dup := byName[l.Name]; dup && l.Name != "" {
-			p.add(key+".name", "%s is already the name of rate_limit.limits[%d]", quote(l.Name), j)
-		} else if !dup {
-			byName[l.Name] = i
-		}
+		p.unique(byName, l.Name, i, key+".name", "rate_limit.limits")
 	}
 	resolved := resolveOverrides(rl.Limits, rl.Overrides)
-	users := make([]string, 0, len(resolved))
-	for u := range resolved {
-		users = append(users, u)
-	}
-	slices.Sort(users)
-	for _, user := range users {
+	for _, user := range slices.Sorted(maps.Keys(resolved)) {
 		ukey := mapKey("rate_limit.overrides", user)
-		if user == "" {
-			p.add(ukey, "user name must not be empty")
-		}
+		p.when(user == "", ukey, "user name must not be empty")
 		names := map[string]int{}
 		for i, l := range resolved[user] {
 			key := fmt.Sprintf("%s[%d]", ukey, i)
@@ -222,25 +183,15 @@ func (p *problems) rateLimit(rl RateLimit) {
 				continue
 			}
 			p.limit(key, l)
-			if j, dup := names[l.Name]; dup && l.Name != "" {
-				p.add(key+".name", "%s is already the name of %s[%d]", quote(l.Name), ukey, j)
-			} else if !dup {
-				names[l.Name] = i
-			}
+			p.unique(names, l.Name, i, key+".name", ukey)
 		}
 	}
 }
 
 // limit checks one complete limit at key.
 func (p *problems) limit(key string, l Limit) {
-	if l.Name == "" {
-		p.add(key+".name", "must not be empty")
-	}
-	switch l.Metric {
-	case MetricPromptTokens, MetricCompletionTokens, MetricTotalTokens, MetricRequests, MetricCostUSD:
-	default:
-		p.add(key+".metric", "must be one of prompt_tokens, completion_tokens, total_tokens, requests, cost_usd; got %s", quote(l.Metric))
-	}
+	p.when(l.Name == "", key+".name", "must not be empty")
+	p.oneOf(key+".metric", l.Metric, MetricPromptTokens, MetricCompletionTokens, MetricTotalTokens, MetricRequests, MetricCostUSD)
 	switch {
 	case math.IsNaN(l.Limit) || l.Limit <= 0:
 		p.add(key+".limit", "must be > 0; got %v", l.Limit)
@@ -250,12 +201,10 @@ func (p *problems) limit(key string, l Limit) {
 		p.add(key+".limit", "must be a whole number from 1 to %d (only cost_usd limits take dollars and cents); got %v", int64(maxCountLimit), l.Limit)
 	}
 	switch {
+	case l.Calendar != "" && l.Calendar != CalendarDay && l.Calendar != CalendarMonth:
+		p.add(key+".window", "must be a duration, calendar_day or calendar_month; got %s", quote(l.Calendar))
 	case l.Calendar != "":
-		if l.Calendar != CalendarDay && l.Calendar != CalendarMonth {
-			p.add(key+".window", "must be a duration, calendar_day or calendar_month; got %s", quote(l.Calendar))
-		} else if l.Window != 0 {
-			p.add(key+".window", "is %s and %s at once", l.Calendar, l.Window)
-		}
+		p.when(l.Window != 0, key+".window", "is %s and %s at once", l.Calendar, l.Window)
 	case l.Window <= 0:
 		p.add(key+".window", "must be > 0; got %s", l.Window)
 	case l.Window%time.Millisecond != 0:
@@ -269,15 +218,12 @@ func (p *problems) limit(key string, l Limit) {
 func (p *problems) prices(prices []Price) {
 	for i, pr := range prices {
 		key := fmt.Sprintf("prices[%d]", i)
-		if len(pr.Models) == 0 {
-			p.add(key+".models", "must list at least one model glob (\"*\" for every model)")
-		}
+		p.when(len(pr.Models) == 0, key+".models", "must list at least one model glob (\"*\" for every model)")
 		p.globs(key+".models", pr.Models)
-		fields := []struct {
+		for _, f := range []struct {
 			name string
 			usd  *float64
-		}{{"input", &pr.Input}, {"cached_input", pr.CachedInput}, {"output", &pr.Output}}
-		for _, f := range fields {
+		}{{"input", &pr.Input}, {"cached_input", pr.CachedInput}, {"output", &pr.Output}} {
 			if f.usd != nil && (math.IsNaN(*f.usd) || *f.usd < 0 || *f.usd > maxPriceUSD) {
 				p.add(key+"."+f.name, "must be US dollars per million tokens from 0 to %d; got %v", maxPriceUSD, *f.usd)
 			}
@@ -289,9 +235,9 @@ func (p *problems) prices(prices []Price) {
 func (p *problems) globs(key string, patterns []string) {
 	for i, g := range patterns {
 		k := fmt.Sprintf("%s[%d]", key, i)
-		if g == "" {
+		if _, err := path.Match(g, ""); g == "" {
 			p.add(k, "must not be empty")
-		} else if _, err := path.Match(g, ""); err != nil {
+		} else if err != nil {
 			p.add(k, "%s is not a valid glob pattern (path.Match syntax)", quote(g))
 		}
 	}
@@ -309,15 +255,12 @@ func (p *problems) cluster(c Cluster) {
 		key, msg, _ := strings.Cut(err.Error(), ": ")
 		p.add(key, "%s; make a key with `openssl rand -base64 32`", msg)
 	}
-	if c.Enabled && !c.Insecure && strings.TrimSpace(c.SecretKey.Value()) == "" {
-		p.add("cluster.secret_key", "required with cluster.enabled: without it gossip is plaintext and "+
+	p.when(c.Enabled && !c.Insecure && strings.TrimSpace(c.SecretKey.Value()) == "", "cluster.secret_key",
+		"required with cluster.enabled: without it gossip is plaintext and "+
 			"anyone who can send one UDP packet to the gossip port can forge any user's counters; "+
 			"make a key with `openssl rand -base64 32` (or `head -c32 /dev/urandom | base64`) and give "+
 			"every replica the same one, or set cluster.insecure: true if only the replicas can reach that port")
-	}
-	if c.GossipInterval <= 0 {
-		p.add("cluster.gossip_interval", "must be > 0; got %s", c.GossipInterval)
-	}
+	p.when(c.GossipInterval <= 0, "cluster.gossip_interval", "must be > 0; got %s", c.GossipInterval)
 }
 
 // hostPort checks a host:port address. needHost refuses an empty host;
@@ -328,26 +271,16 @@ func (p *problems) hostPort(key, addr string, needHost, allowZero bool) {
 		p.add(key, "must be host:port, as in \":8080\" or \"10.0.0.2:7946\"; got %s", quote(addr))
 		return
 	}
-	if needHost && host == "" {
-		p.add(key, "must name a host, as in \"0.0.0.0:7946\"; got %s", quote(addr))
-	}
+	p.when(needHost && host == "", key, "must name a host, as in \"0.0.0.0:7946\"; got %s", quote(addr))
 	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 || (n == 0 && !allowZero) {
-		p.add(key, "port must be a number from 1 to 65535; got %s", quote(addr))
-	}
+	p.when(err != nil || n < 0 || n > 65535 || (n == 0 && !allowZero), key, "port must be a number from 1 to 65535; got %s", quote(addr))
 }
 
 // isToken reports whether s is a valid HTTP header name (RFC 9110 token).
 func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r >= 0x7f || r <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r) {
-			return false
-		}
-	}
-	return true
+	return s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return r >= 0x7f || r <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r)
+	})
 }
 
 // resolveOverrides returns overrides with every entry complete: a field an
@@ -365,12 +298,8 @@ func resolveOverrides(limits []Limit, overrides map[string][]Limit) map[string][
 		for i, o := range entries {
 			if j := slices.IndexFunc(limits, func(l Limit) bool { return l.Name == o.Name }); j >= 0 && o.Name != "" {
 				base := limits[j]
-				if o.Metric == "" {
-					o.Metric = base.Metric
-				}
-				if o.Limit == 0 {
-					o.Limit = base.Limit
-				}
+				o.Metric = cmp.Or(o.Metric, base.Metric)
+				o.Limit = cmp.Or(o.Limit, base.Limit)
 				if o.Window == 0 && o.Calendar == "" {
 					o.Window, o.Calendar = base.Window, base.Calendar
 				}

@@ -7,356 +7,327 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"sort"
-	"strconv"
+	"regexp"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
 
-// Limits of one YAML document, so that aliases fanning out into aliases
+// Bounds of one YAML document, so that aliases fanning out into aliases
 // cannot make a small file expensive.
 const (
-	maxTreeNodes = 1 << 20
-	maxTreeDepth = 64
+	maxNodes = 1 << 20
+	maxDepth = 64
 )
 
-// overridesKey is the one map of the file whose keys are data (user names,
-// case kept) rather than config keys.
-const overridesKey = "rate_limit.overrides"
+// dataMap is a mapping whose keys are data, not config keys: the users of
+// rate_limit.overrides and the models of upstreams[].deployments. Viper
+// lowercases the keys of every map[string]any it holds but leaves other
+// types alone, so a dataMap keeps them as written: Alice and alice are two
+// users. Mapstructure decodes it like any map.
+type dataMap map[string]any
 
-// isDeploymentsKey reports whether key is upstreams[N].deployments, a map
-// whose keys are model names (case kept), turned into the list form
-// [{model, deployment}] like the overrides.
-func isDeploymentsKey(key string) bool {
-	rest, ok := strings.CutPrefix(key, "upstreams[")
-	if !ok {
-		return false
-	}
-	i := strings.IndexByte(rest, ']')
-	return i > 0 && rest[i+1:] == ".deployments"
-}
+func (m dataMap) has(k string) bool { _, ok := m[k]; return ok }
 
-// yamlCodec is viper's decoder for the file. It turns the YAML document into
-// viper's tree (map[string]any, []any, string scalars, nil for null), which
-// the decode hook then types field by field, and on the way:
-//   - expands ${VAR} and ${VAR:-word} in values (never in keys) from vars;
-//   - names every problem by its key (duplicate keys, merge keys that name
-//     no mapping, keys that are not strings);
-//   - turns the rate_limit.overrides map into its list form [{user, limits}],
-//     so that viper, which lowercases every map key, keeps user names as
-//     written (Alice and alice are two users); upstreams[].deployments
-//     likewise becomes [{model, deployment}], keeping model names as written.
+// walker turns YAML text (the file, or a variable's value) into viper's
+// tree, guided by the Go type each node decodes into: a map[string]any for
+// a struct, with its keys lowercased as viper keys them; []any for a list;
+// a dataMap for a map; a string for every value, which the decode hook
+// types. Nulls are left out, so the key keeps its lower layer's value.
 //
-// It records problems and warnings on the loader rather than failing, so
-// one load reports every problem of the file at once.
-type yamlCodec struct {
-	l    *loader
-	file string // the file's path, the key of problems with the whole document
-	vars map[string]string
-}
-
-// Decode implements viper.Decoder.
-func (c yamlCodec) Decode(data []byte, out map[string]any) error {
-	t := &treeBuilder{l: c.l, vars: c.vars, file: c.file}
-	root, err := parseYAML(data)
-	switch {
-	case err != nil:
-		c.l.fail(c.file, err.Error())
-	case root == nil:
-	case root.Kind != yaml.MappingNode:
-		c.l.fail(c.file, "must be a mapping of keys, got "+kindName(root))
-	default:
-		if m, ok := t.value(root, "", 0).(map[string]any); ok {
-			for _, p := range vanishingKeys(m, reflect.TypeFor[Config](), "") {
-				c.l.fail(p.key, p.msg)
-			}
-			for k, v := range m {
-				out[k] = v
-			}
-		}
-	}
-	return nil
-}
-
-// Encode implements viper.Encoder; the gateway never writes its file.
-func (yamlCodec) Encode(map[string]any) ([]byte, error) {
-	return nil, errors.New("config: writing the file is not supported")
-}
-
-// vanishingKeys returns the unknown keys of mapping m, of struct type st at
-// key, whose value is null or an empty mapping: viper drops such keys
-// (it keeps no key without a value), so its strict decoding never sees them.
-func vanishingKeys(m map[string]any, st reflect.Type, key string) []*problem {
-	var out []*problem
-	for k, v := range m {
-		f, known := fieldByTag(st, strings.ToLower(k))
-		sub, isMap := v.(map[string]any)
-		switch {
-		case !known && (v == nil || isMap && len(sub) == 0):
-			msg := "unknown key"
-			if s := suggest(k, st); s != "" {
-				msg += fmt.Sprintf(" (did you mean %s?)", s)
-			}
-			out = append(out, &problem{key: joinKey(key, k), msg: msg})
-		case known && isMap:
-			out = append(out, vanishingKeys(sub, f.Type, joinKey(key, k))...)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
-	return out
-}
-
-// parseTree parses YAML text from a variable or a flag into a tree, without
-// ${VAR} expansion. Problems are returned under keys relative to key.
-func parseTree(text, key string) (any, []error) {
-	l := &loader{decodeKeys: map[string]bool{}}
-	t := &treeBuilder{l: l}
-	root, err := parseYAML([]byte(text))
-	if err != nil {
-		return nil, []error{&problem{key: key, msg: err.Error()}}
-	}
-	if root == nil {
-		return nil, nil
-	}
-	v := t.value(root, key, 0)
-	return v, l.errs
-}
-
-// parseYAML returns the single document's root node, nil when empty.
-func parseYAML(data []byte) (root *yaml.Node, err error) {
-	defer func() {
-		// The parser is third-party code reading untrusted bytes: turn a
-		// panic into an error rather than crash start-up.
-		if r := recover(); r != nil {
-			root, err = nil, fmt.Errorf("yaml: cannot parse: %v", r)
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	var next yaml.Node
-	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return nil, err
-		}
-		return nil, errors.New("yaml: more than one document (only one is read)")
-	}
-	if doc.Kind == yaml.DocumentNode {
-		if len(doc.Content) == 0 {
-			return nil, nil
-		}
-		return doc.Content[0], nil
-	}
-	return &doc, nil
-}
-
-// treeBuilder converts YAML nodes into viper's tree.
-type treeBuilder struct {
+// The walk is the strict check of keys, rather than viper's UnmarshalExact
+// alone, because viper drops a key whose value is null or {} before
+// decoding (so `rate_limt: {}` would pass) and raw yaml.v3 errors do not
+// name the key. On the way it refuses unknown keys (with a suggestion),
+// keys given twice in any case, and values of the wrong shape, each named
+// by its key path; resolves aliases and merge keys (<<); expands ${VAR}
+// in values (see expand); and reads the list form of rate_limit.overrides.
+// A refused value is left out and its problem recorded on the loader, so
+// one load reports every problem at once.
+type walker struct {
 	l     *loader
-	file  string            // the key of problems with the document itself
-	vars  map[string]string // ${VAR} source; nil: no expansion
+	file  string            // names the problems of the whole document
+	from  string            // appended to every message: " (from VARIABLE)"
+	vars  map[string]string // ${VAR} values; nil: no expansion
 	nodes int
 }
 
-func (t *treeBuilder) value(n *yaml.Node, key string, depth int) any {
-	if t.nodes++; t.nodes > maxTreeNodes || depth > maxTreeDepth {
-		if t.nodes == maxTreeNodes+1 || depth == maxTreeDepth+1 {
-			t.l.fail(key, "document too large, too deeply nested or too deeply aliased")
+// Shapes of values, as messages name them.
+const (
+	single  = "a single value"
+	list    = "a list"
+	mapping = "a mapping"
+)
+
+func (w *walker) fail(key, msg string) { w.l.fail(cmp.Or(key, w.file), msg+w.from) }
+
+// document walks the single YAML document in data as a value of type t at key.
+func (w *walker) document(data []byte, t reflect.Type, key string) (tree any) {
+	defer func() {
+		// The parser is third-party code reading untrusted bytes: a panic
+		// is a problem of the document, not a crash at start-up.
+		if r := recover(); r != nil {
+			w.fail(key, fmt.Sprintf("yaml: cannot parse: %v", r))
+			tree = nil
 		}
-		return nil
+	}()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc, next yaml.Node
+	err := dec.Decode(&doc)
+	if err == nil && !errors.Is(dec.Decode(&next), io.EOF) {
+		err = errors.New("yaml: more than one document (only one is read)")
 	}
-	n = deref(n)
 	switch {
-	case n == nil:
+	case errors.Is(err, io.EOF) || err == nil && len(doc.Content) == 0:
 		return nil
-	case n.Kind == yaml.ScalarNode:
-		if n.ShortTag() == "!!null" {
-			return nil
-		}
-		if t.vars == nil {
-			return n.Value
-		}
-		return expand(n.Value, t.vars, func(name string) {
-			t.l.warn(fmt.Sprintf("%s: ${%s} is not set in the environment, it expands to \"\"", key, name))
-		})
-	case n.Kind == yaml.SequenceNode:
-		list := make([]any, len(n.Content))
-		for i, c := range n.Content {
-			list[i] = t.value(c, fmt.Sprintf("%s[%d]", key, i), depth+1)
-		}
-		return list
-	case n.Kind == yaml.MappingNode && key == overridesKey:
-		var list []any
-		t.pairs(n, key, map[string]bool{}, 0, true, func(user string, v *yaml.Node) {
-			list = append(list, map[string]any{"user": user, "limits": t.value(v, mapKey(key, user), depth+1)})
-		})
-		if list == nil {
-			list = []any{}
-		}
-		return list
-	case n.Kind == yaml.MappingNode && isDeploymentsKey(key):
-		var list []any
-		t.pairs(n, key, map[string]bool{}, 0, true, func(model string, v *yaml.Node) {
-			list = append(list, map[string]any{"model": model, "deployment": t.value(v, mapKey(key, model), depth+1)})
-		})
-		if list == nil {
-			list = []any{}
-		}
-		return list
-	case n.Kind == yaml.MappingNode:
-		m := map[string]any{}
-		t.pairs(n, key, map[string]bool{}, 0, false, func(k string, v *yaml.Node) {
-			m[k] = t.value(v, joinKey(key, k), depth+1)
-		})
-		return m
+	case err != nil:
+		w.fail(key, err.Error())
+		return nil
 	}
-	t.l.fail(key, "unexpected YAML node")
+	return w.value(doc.Content[0], t, key, 0)
+}
+
+// value turns node n into the tree value of a t at key, or nil.
+func (w *walker) value(n *yaml.Node, t reflect.Type, key string, depth int) any {
+	if w.nodes++; w.nodes > maxNodes || depth > maxDepth {
+		if w.nodes <= 2*maxNodes {
+			w.fail(key, "document too large, too deeply nested or too deeply aliased")
+			w.nodes = 2*maxNodes + 1 // once
+		}
+		return nil
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	n, shape := deref(n), shapeOf(t)
+	switch {
+	case isNull(n):
+		return nil
+	case n.Kind == yaml.ScalarNode && (shape == single || shape == list && t.Elem().Kind() == reflect.String):
+		s := n.Value
+		if w.vars != nil {
+			s = expand(s, w.vars, func(name string) {
+				w.l.warn(fmt.Sprintf("%s: ${%s} is not set in the environment, it expands to \"\"", key, name))
+			})
+		}
+		if shape == list { // a single string is a list of one
+			return []any{s}
+		}
+		return s
+	case n.Kind == yaml.SequenceNode && shape == list:
+		out := make([]any, len(n.Content))
+		for i, c := range n.Content {
+			k := fmt.Sprintf("%s[%d]", key, i)
+			if isNull(deref(c)) {
+				w.fail(k, fmt.Sprintf("must be %s, got null", shapeOf(t.Elem())))
+			}
+			out[i] = w.value(c, t.Elem(), k, depth+1)
+		}
+		return out
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		m, seen := map[string]any{}, map[string]bool{}
+		for _, p := range w.pairs(n, key, 0) {
+			name := strings.ToLower(p.k.Value)
+			f, known := fieldByTag(t, name)
+			switch {
+			case seen[name] && !p.merged:
+				w.fail(joinKey(key, p.k.Value), "key given more than once")
+			case seen[name]: // a merged key, overridden
+			case !known:
+				w.fail(joinKey(key, p.k.Value), unknownKey(name, t))
+			default:
+				if v := w.value(p.v, f.Type, joinKey(key, name), depth+1); v != nil {
+					m[name] = v
+				}
+			}
+			seen[name] = true
+		}
+		return m
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Map:
+		m := dataMap{}
+		for _, p := range w.pairs(n, key, 0) {
+			k := mapKey(key, p.k.Value)
+			if !m.has(p.k.Value) {
+				m[p.k.Value] = w.value(p.v, t.Elem(), k, depth+1)
+			} else if !p.merged {
+				w.fail(k, "key given more than once")
+			}
+		}
+		return m
+	case n.Kind == yaml.SequenceNode && t == reflect.TypeFor[map[string][]Limit]():
+		return w.overridesList(n, t, key, depth)
+	}
+	w.fail(key, fmt.Sprintf("must be %s, got %s", shape, kindName(n)))
 	return nil
 }
 
-// pairs calls fn for every key of mapping n in order, refusing duplicate
-// keys (in any case, as viper folds the case of config keys, unless
-// caseKept), then for the keys of YAML merge sources (<<: *anchor) not
-// already given: explicit keys win, as the merge-key specification says.
-func (t *treeBuilder) pairs(n *yaml.Node, key string, seen map[string]bool, depth int, caseKept bool, fn func(string, *yaml.Node)) {
-	var merges []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := deref(n.Content[i]), n.Content[i+1]
-		if k == nil || k.Kind != yaml.ScalarNode {
-			t.l.fail(cmp.Or(key, t.file), "keys must be plain strings, got "+kindName(k))
-			continue
-		}
-		if k.Value == "<<" && k.ShortTag() == "!!merge" {
-			merges = append(merges, val)
-			continue
-		}
-		id := k.Value
-		if !caseKept {
-			id = strings.ToLower(id)
-		}
-		if seen[id] {
-			if depth == 0 {
-				t.l.fail(mapKey(key, k.Value), "key given more than once")
+// overridesList reads the list form of rate_limit.overrides,
+// [{user: NAME, limits: [...]}], into its map form.
+func (w *walker) overridesList(n *yaml.Node, t reflect.Type, key string, depth int) any {
+	m := dataMap{}
+	for i, c := range n.Content {
+		var user, limits *yaml.Node
+		if c = deref(c); c != nil && c.Kind == yaml.MappingNode {
+			for _, p := range w.pairs(c, key, 0) {
+				switch p.k.Value {
+				case "user":
+					user = deref(p.v)
+				case "limits":
+					limits = p.v
+				default:
+					w.fail(fmt.Sprintf("%s[%d].%s", key, i, p.k.Value), "unknown key (an entry has user and limits)")
+				}
 			}
-			continue
 		}
-		seen[id] = true
-		fn(k.Value, val)
-	}
-	for _, m := range merges {
-		m = deref(m)
-		sources := []*yaml.Node{m}
-		if m != nil && m.Kind == yaml.SequenceNode {
-			sources = m.Content
-		}
-		for _, s := range sources {
-			if t.nodes++; t.nodes > maxTreeNodes || depth > 16 {
-				t.l.fail(key, "merge keys (<<) nested too deeply")
-				return
-			}
-			if s = deref(s); s == nil || s.Kind != yaml.MappingNode {
-				t.l.fail(key, "merge key (<<) must refer to a mapping, got "+kindName(s))
-				continue
-			}
-			t.pairs(s, key, seen, depth+1, caseKept, fn)
+		switch {
+		case user == nil || user.Kind != yaml.ScalarNode:
+			w.fail(key, fmt.Sprintf("must be a mapping of user names to lists of limits (or a list of {user, limits}); entry %d is not {user, limits}", i))
+		case m.has(user.Value):
+			w.fail(mapKey(key, user.Value), "user given more than once")
+		default:
+			m[user.Value] = w.value(limits, t.Elem(), mapKey(key, user.Value), depth+1)
 		}
 	}
+	return m
 }
 
-// deref follows alias nodes to the node they name.
-func deref(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
-		n = n.Alias
+// pair is one key of a mapping and its value; merged when it comes from a
+// merge key (<<: *anchor), which the mapping's own keys override.
+type pair struct {
+	k, v   *yaml.Node
+	merged bool
+}
+
+// pairs lists the keys of mapping n, then those of its merge sources.
+func (w *walker) pairs(n *yaml.Node, key string, depth int) []pair {
+	var own, merged []pair
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := deref(n.Content[i]), n.Content[i+1]
+		switch {
+		case k == nil || k.Kind != yaml.ScalarNode:
+			w.fail(key, "keys must be plain strings, got "+kindName(k))
+		case k.ShortTag() != "!!merge":
+			own = append(own, pair{k: k, v: v})
+		default:
+			sources := []*yaml.Node{deref(v)}
+			if sources[0] != nil && sources[0].Kind == yaml.SequenceNode {
+				sources = sources[0].Content
+			}
+			for _, s := range sources {
+				if w.nodes++; depth > 16 || w.nodes > maxNodes {
+					w.fail(key, "merge keys (<<) nested too deeply")
+					return nil
+				}
+				if s = deref(s); s == nil || s.Kind != yaml.MappingNode {
+					w.fail(key, "merge key (<<) must refer to a mapping, got "+kindName(s))
+					continue
+				}
+				for _, p := range w.pairs(s, key, depth+1) {
+					merged = append(merged, pair{p.k, p.v, true})
+				}
+			}
+		}
 	}
+	return append(own, merged...)
+}
+
+// shapeOf is the shape of value a field of type t takes.
+func shapeOf(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeFor[time.Time]():
+		return single
+	case t.Kind() == reflect.Struct, t.Kind() == reflect.Map:
+		return mapping
+	case t.Kind() == reflect.Slice:
+		return list
+	}
+	return single
+}
+
+// deref follows an alias node to the node it names.
+func deref(n *yaml.Node) *yaml.Node {
 	if n != nil && n.Kind == yaml.AliasNode {
-		return nil
+		return n.Alias
 	}
 	return n
 }
 
+func isNull(n *yaml.Node) bool { return n == nil || n.ShortTag() == "!!null" }
+
 func kindName(n *yaml.Node) string {
 	switch {
-	case n == nil:
-		return "nothing"
+	case isNull(n):
+		return "null"
 	case n.Kind == yaml.MappingNode:
-		return "a mapping"
+		return mapping
 	case n.Kind == yaml.SequenceNode:
-		return "a list"
-	case n.Kind == yaml.ScalarNode:
-		return "a single value"
+		return list
 	}
-	return "an unexpected node"
+	return single
 }
+
+// unknownKey is the message about key name, unknown in struct t, with the
+// known key closest to it as a suggestion.
+func unknownKey(name string, t reflect.Type) string {
+	best, bestDist := "", 3
+	for i := range t.NumField() {
+		if k := tagName(t.Field(i)); editDistance(name, k) < bestDist {
+			best, bestDist = k, editDistance(name, k)
+		}
+	}
+	if best == "" {
+		return "unknown key"
+	}
+	return "unknown key (did you mean " + best + "?)"
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return len(a) + len(b)
+	}
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+boolInt(a[i-1] != b[j-1]))
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// varRef matches "$${" (a literal "${"), ${NAME} and ${NAME:-word}.
+var varRef = regexp.MustCompile(`\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
 
 // expand replaces ${NAME} with the variable's value in vars (empty, and
 // reported through unset, when it is not set) and ${NAME:-word} with the
 // value, or word when the variable is unset or empty. "$${" stands for a
-// literal "${"; any other "$" is kept as it is.
+// literal "${"; any other "$" is kept as it is. (os.Expand would also
+// expand $NAME and know no default.)
 func expand(s string, vars map[string]string, unset func(name string)) string {
-	if !strings.Contains(s, "${") {
-		return s
-	}
-	var b strings.Builder
-	for {
-		i := strings.IndexByte(s, '$')
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		b.WriteString(s[:i])
-		s = s[i:]
-		if strings.HasPrefix(s, "$${") {
-			b.WriteString("${")
-			s = s[3:]
-			continue
-		}
-		end := strings.IndexByte(s, '}')
-		name, word, hasWord := "", "", false
-		if strings.HasPrefix(s, "${") && end > 0 {
-			name, word, hasWord = strings.Cut(s[2:end], ":-")
-		}
-		if !isVarName(name) {
-			b.WriteByte('$')
-			s = s[1:]
-			continue
-		}
-		val, ok := vars[name]
+	return varRef.ReplaceAllStringFunc(s, func(ref string) string {
+		m := varRef.FindStringSubmatch(ref)
+		val, ok := vars[m[1]]
 		switch {
-		case hasWord && val == "":
-			b.WriteString(word)
+		case ref == "$${":
+			return "${"
+		case m[2] != "" && val == "":
+			return m[3]
 		case !ok:
-			unset(name)
-		default:
-			b.WriteString(val)
+			unset(m[1])
 		}
-		s = s[end+1:]
-	}
-}
-
-// isVarName reports whether s is a shell variable name.
-func isVarName(s string) bool {
-	if s == "" || s[0] >= '0' && s[0] <= '9' {
-		return false
-	}
-	for _, r := range s {
-		if !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
-
-// quote quotes a value for a message, cut to a readable length.
-func quote(s string) string {
-	const max = 64
-	if len(s) > max {
-		return strconv.Quote(s[:max]) + "..."
-	}
-	return strconv.Quote(s)
+		return val
+	})
 }
