@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"reflect"
@@ -28,27 +29,16 @@ const (
 	flagUserHeaderKey      = "rate-limiting-user-header-key"
 )
 
-// Fallbacks of the Rust-compatible options, used when some of a group are
-// given and others are not. They are the Rust original's defaults, except the
-// domain: the original's "0.0.0.0" names no upstream, so api.openai.com (the
-// default upstream) stands in for it, and the port, which is 80 rather than
-// 443 when TLS is turned off.
+// Fallbacks of the Rust options, used when some of a group are given and
+// others not: the original's defaults, except the domain (its "0.0.0.0"
+// names no upstream; the default upstream's host stands in) and the port
+// (80, not 443, when TLS is off).
 const (
-	// legacyDomain is the upstream host when only --openai-tls or
-	// --openai-port is given.
-	legacyDomain = "api.openai.com"
-	// legacyWindowMinutes is the window of the limit built from
-	// --rate-limiting-max-prompt-tokens alone (the original's default, 60).
-	legacyWindowMinutes = 60
-	// legacyMaxTokens is the limit of the limit built from
-	// --rate-limiting-window-duration-size-min alone, or from
-	// --enable-rate-limiting when no limit is configured (the original's
-	// default, 1000).
-	legacyMaxTokens = 1000
-	// legacyLimitName names the limit built from the Rust options.
-	legacyLimitName = "default"
-	// maxLegacyWindowMinutes keeps the window's Duration from overflowing.
-	maxLegacyWindowMinutes = 1 << 20
+	legacyDomain           = "api.openai.com"
+	legacyWindowMinutes    = 60
+	legacyMaxTokens        = 1000
+	legacyLimitName        = "default"
+	maxLegacyWindowMinutes = 1 << 20 // keeps the window's Duration from overflowing
 )
 
 // legacyOption is one Rust-original flag and its environment variable.
@@ -78,31 +68,22 @@ func legacyOptions() []legacyOption {
 }
 
 // RegisterFlags adds --config and the flags of the original Rust gateway to
-// fs. Each Rust flag also reads its variable (--openai-port, OPENAI_PORT), a
-// flag beating its variable, and maps onto the configuration:
-//
-//   - --openai-tls, --openai-port, --openai-domain: the upstreams become one
-//     upstream "openai" at http[s]://DOMAIN:PORT serving every model; TLS is
-//     on unless set to false; a missing domain is api.openai.com and a
-//     missing port 443 (80 without TLS).
-//   - --http-proxy-port: listen ":PORT"; --http-proxy-metrics-port:
-//     metrics_listen ":PORT".
-//   - --enable-rate-limiting: rate_limit.enabled; when it turns limiting on
-//     and no limit is configured, the limit below is added with the
-//     original's defaults.
-//   - --rate-limiting-max-prompt-tokens MAX and
-//     --rate-limiting-window-duration-size-min MIN: rate_limit.limits becomes
-//     the one limit {name: default, metric: total_tokens, limit: MAX, window:
-//     MIN minutes} (the original counted prompt plus completion tokens); a
-//     missing MAX is 1000 and a missing MIN 60, the original's defaults.
-//   - --rate-limiting-user-header-key: rate_limit.user_header.
-//   - The Redis flags (--redis-host, --redis-port, and the original's
-//     --rate-limiting-redis-connection-string and
-//     --rate-limiting-redis-pool-size) are accepted and ignored with a
-//     warning: counters are replicated by the cluster.
-//
-// The defaults shown in --help are those fallbacks; a flag left unset
-// changes nothing.
+// fs. Each Rust flag also reads its variable (--openai-port, OPENAI_PORT; a
+// flag beats its variable) and maps onto the configuration: --openai-tls,
+// --openai-port and --openai-domain replace the upstreams with one upstream
+// "openai" at http[s]://DOMAIN:PORT; --http-proxy-port and
+// --http-proxy-metrics-port set listen and metrics_listen to ":PORT";
+// --enable-rate-limiting sets rate_limit.enabled, adding the limit below
+// when it turns limiting on and none is configured;
+// --rate-limiting-max-prompt-tokens MAX and
+// --rate-limiting-window-duration-size-min MIN replace rate_limit.limits with
+// {name: default, metric: total_tokens, limit: MAX, window: MIN minutes}
+// (the original counted prompt plus completion tokens);
+// --rate-limiting-user-header-key sets rate_limit.user_header. The Redis
+// flags are accepted, hidden and ignored with a warning: counters are
+// replicated by the cluster. The defaults --help shows are the fallbacks
+// used when some options of a group are given; a flag left unset changes
+// nothing.
 func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String(flagConfig, "", "YAML configuration file (env GENAI_GATEWAY_CONFIG)")
 	fs.Bool(flagOpenAITLS, true, "use https for the upstream built from --openai-domain/--openai-port (env OPENAI_TLS)")
@@ -202,14 +183,14 @@ func (l *loader) applyLegacy(v *viper.Viper, vals map[string]legacyValue, flagTi
 	}
 	for _, o := range []struct{ key, flag string }{{"listen", flagProxyPort}, {"metrics_listen", flagMetricsPort}} {
 		if group(o.key, o.flag) != "" {
-			if port, ok := l.port(vals[o.flag], true); ok {
-				set(o.key, ":"+port)
+			if port, ok := l.number(vals, o.flag, 0, 0, 65535, "a port number"); ok {
+				set(o.key, fmt.Sprintf(":%d", port))
 			}
 		}
 	}
 	if src := group("rate_limit.limits", flagWindowMinutes, flagMaxPromptTokens); src != "" {
-		window, okW := l.positive(vals, flagWindowMinutes, legacyWindowMinutes, maxLegacyWindowMinutes, "a whole number of minutes")
-		limit, okL := l.positive(vals, flagMaxPromptTokens, legacyMaxTokens, 1<<62, "a whole number of tokens")
+		window, okW := l.number(vals, flagWindowMinutes, legacyWindowMinutes, 1, maxLegacyWindowMinutes, "a whole number of minutes")
+		limit, okL := l.number(vals, flagMaxPromptTokens, legacyMaxTokens, 1, 1<<62, "a whole number of tokens")
 		if okW && okL {
 			if hasLimits(v) && !reflect.DeepEqual(v.Get("rate_limit.limits"), l.legacyLimits) {
 				l.warn(src + ": replaces the configured rate_limit.limits with one total_tokens limit named " + legacyLimitName)
@@ -240,53 +221,36 @@ func hasLimits(v *viper.Viper) bool {
 
 // legacyUpstreamURL is the URL of the upstream the Rust options name.
 func (l *loader) legacyUpstreamURL(vals map[string]legacyValue) (string, bool) {
-	scheme, port := "https", "443"
-	if v, ok := vals[flagOpenAITLS]; ok {
-		tls, err := parseBool(v.raw)
-		if err != nil {
-			l.fail(v.source, err.Error())
-			return "", false
-		}
-		if !tls {
-			scheme, port = "http", "80"
-		}
+	tls, err := parseBool(cmp.Or(vals[flagOpenAITLS].raw, "true"))
+	if err != nil {
+		l.fail(vals[flagOpenAITLS].source, err.Error())
+		return "", false
 	}
-	if v, ok := vals[flagOpenAIPort]; ok {
-		if port, ok = l.port(v, false); !ok {
-			return "", false
-		}
+	scheme, port := "https", int64(443)
+	if !tls {
+		scheme, port = "http", 80
 	}
+	port, ok := l.number(vals, flagOpenAIPort, port, 1, 65535, "a port number")
 	domain := legacyDomain
-	if v, ok := vals[flagOpenAIDomain]; ok {
-		domain = strings.Trim(strings.TrimSpace(v.raw), "[]")
-		if domain == "" || strings.ContainsAny(domain, "/@?# ") {
+	if v, given := vals[flagOpenAIDomain]; given {
+		if domain = strings.Trim(strings.TrimSpace(v.raw), "[]"); domain == "" || strings.ContainsAny(domain, "/@?# ") {
 			l.fail(v.source, fmt.Sprintf("%s is not a host name or IP address", quote(v.raw)))
 			return "", false
 		}
 	}
-	return scheme + "://" + net.JoinHostPort(domain, port), true
+	return scheme + "://" + net.JoinHostPort(domain, strconv.FormatInt(port, 10)), ok
 }
 
-// port parses a port number; 0 is allowed only for listen addresses.
-func (l *loader) port(v legacyValue, allowZero bool) (string, bool) {
-	n, err := strconv.ParseUint(strings.TrimSpace(v.raw), 10, 16)
-	if err != nil || (n == 0 && !allowZero) {
-		l.fail(v.source, fmt.Sprintf("%s is not a port number (1 to 65535)", quote(v.raw)))
-		return "", false
-	}
-	return strconv.FormatUint(n, 10), true
-}
-
-// positive parses the whole number option name, or returns def when it was
-// not given.
-func (l *loader) positive(vals map[string]legacyValue, name string, def, max int64, what string) (int64, bool) {
+// number parses the whole number option name, from lo to hi, or returns def
+// when it was not given.
+func (l *loader) number(vals map[string]legacyValue, name string, def, lo, hi int64, what string) (int64, bool) {
 	v, ok := vals[name]
 	if !ok {
 		return def, true
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(v.raw), 10, 64)
-	if err != nil || n < 1 || n > max {
-		l.fail(v.source, fmt.Sprintf("%s is not %s from 1 to %d", quote(v.raw), what, max))
+	if err != nil || n < lo || n > hi {
+		l.fail(v.source, fmt.Sprintf("%s is not %s from %d to %d", quote(v.raw), what, lo, hi))
 		return 0, false
 	}
 	return n, true
@@ -294,10 +258,5 @@ func (l *loader) positive(vals map[string]legacyValue, name string, def, max int
 
 // legacyLimit is the limit the Rust options describe.
 func legacyLimit(maxTokens, windowMinutes int64) Limit {
-	return Limit{
-		Name:   legacyLimitName,
-		Metric: MetricTotalTokens,
-		Limit:  float64(maxTokens),
-		Window: time.Duration(windowMinutes) * time.Minute,
-	}
+	return Limit{Name: legacyLimitName, Metric: MetricTotalTokens, Limit: float64(maxTokens), Window: time.Duration(windowMinutes) * time.Minute}
 }

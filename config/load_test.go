@@ -515,3 +515,31 @@ func TestFilePath(t *testing.T) {
 		t.Errorf("nothing: got %q, want \"\"", got)
 	}
 }
+
+// TestDocumentBounds: aliases and merge keys fanning out into each other
+// are refused as one problem, quickly, however large they would expand.
+func TestDocumentBounds(t *testing.T) {
+	merges := "m0: &m0 {level: info}\n"
+	for i := 1; i < 30; i++ {
+		merges += fmt.Sprintf("m%d: &m%d {<<: [*m%d, *m%d, *m%d]}\n", i, i, i-1, i-1, i-1)
+	}
+	// 200 users of 100 limits of 100 models: 2,000,000 nodes from 4 KB.
+	aliases := "m: &m [" + strings.Repeat("m, ", 99) + "m]\nl: &l {name: a, models: *m}\nls: &ls [" +
+		strings.Repeat("*l, ", 99) + "*l]\nrate_limit:\n  overrides:\n"
+	for i := range 200 {
+		aliases += fmt.Sprintf("    u%d: *ls\n", i)
+	}
+	tests := map[string]string{"merge keys": merges + "log: {<<: *m29}\n", "aliases": aliases}
+	for name, doc := range tests {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			_, _, err := Load(writeConfig(t, doc), nil, nil)
+			if n := strings.Count(err.Error(), "too large"); n != 1 {
+				t.Errorf("got %d \"too large\" problems in\n%.2000v\nwant 1", n, err)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("took %s, want well under 20s", d)
+			}
+		})
+	}
+}

@@ -51,6 +51,7 @@ type walker struct {
 	from  string            // appended to every message: " (from VARIABLE)"
 	vars  map[string]string // ${VAR} values; nil: no expansion
 	nodes int
+	big   bool // refused as too large
 }
 
 // Shapes of values, as messages name them.
@@ -61,6 +62,16 @@ const (
 )
 
 func (w *walker) fail(key, msg string) { w.l.fail(cmp.Or(key, w.file), msg+w.from) }
+
+// within counts a node and reports whether the document is still within
+// its bounds, refusing it (once) when it is not.
+func (w *walker) within(key string, depth int) bool {
+	if w.nodes++; !w.big && (w.nodes > maxNodes || depth > maxDepth) {
+		w.big = true
+		w.fail(key, "document too large, too deeply nested or too deeply aliased")
+	}
+	return !w.big
+}
 
 // document walks the single YAML document in data as a value of type t at key.
 func (w *walker) document(data []byte, t reflect.Type, key string) (tree any) {
@@ -90,11 +101,7 @@ func (w *walker) document(data []byte, t reflect.Type, key string) (tree any) {
 
 // value turns node n into the tree value of a t at key, or nil.
 func (w *walker) value(n *yaml.Node, t reflect.Type, key string, depth int) any {
-	if w.nodes++; w.nodes > maxNodes || depth > maxDepth {
-		if w.nodes <= 2*maxNodes {
-			w.fail(key, "document too large, too deeply nested or too deeply aliased")
-			w.nodes = 2*maxNodes + 1 // once
-		}
+	if !w.within(key, depth) {
 		return nil
 	}
 	for t.Kind() == reflect.Pointer {
@@ -156,20 +163,11 @@ func (w *walker) value(n *yaml.Node, t reflect.Type, key string, depth int) any 
 		}
 		return m
 	case n.Kind == yaml.SequenceNode && t == reflect.TypeFor[map[string][]Limit]():
-		return w.overridesList(n, t, key, depth)
-	}
-	w.fail(key, fmt.Sprintf("must be %s, got %s", shape, kindName(n)))
-	return nil
-}
-
-// overridesList reads the list form of rate_limit.overrides,
-// [{user: NAME, limits: [...]}], into its map form.
-func (w *walker) overridesList(n *yaml.Node, t reflect.Type, key string, depth int) any {
-	m := dataMap{}
-	for i, c := range n.Content {
-		var user, limits *yaml.Node
-		if c = deref(c); c != nil && c.Kind == yaml.MappingNode {
-			for _, p := range w.pairs(c, key, 0) {
+		// The list form of rate_limit.overrides, [{user: NAME, limits: [...]}], read as its map form.
+		users := &yaml.Node{Kind: yaml.MappingNode}
+		for i, c := range n.Content {
+			var user, limits *yaml.Node
+			for _, p := range w.pairs(deref(c), key, 0) {
 				switch p.k.Value {
 				case "user":
 					user = deref(p.v)
@@ -179,17 +177,16 @@ func (w *walker) overridesList(n *yaml.Node, t reflect.Type, key string, depth i
 					w.fail(fmt.Sprintf("%s[%d].%s", key, i, p.k.Value), "unknown key (an entry has user and limits)")
 				}
 			}
+			if user == nil || user.Kind != yaml.ScalarNode {
+				w.fail(key, fmt.Sprintf("must be a mapping of user names to lists of limits (or a list of {user, limits}); entry %d is not {user, limits}", i))
+				continue
+			}
+			users.Content = append(users.Content, user, limits)
 		}
-		switch {
-		case user == nil || user.Kind != yaml.ScalarNode:
-			w.fail(key, fmt.Sprintf("must be a mapping of user names to lists of limits (or a list of {user, limits}); entry %d is not {user, limits}", i))
-		case m.has(user.Value):
-			w.fail(mapKey(key, user.Value), "user given more than once")
-		default:
-			m[user.Value] = w.value(limits, t.Elem(), mapKey(key, user.Value), depth+1)
-		}
+		return w.value(users, t, key, depth)
 	}
-	return m
+	w.fail(key, fmt.Sprintf("must be %s, got %s", shape, kindName(n)))
+	return nil
 }
 
 // pair is one key of a mapping and its value; merged when it comes from a
@@ -202,7 +199,10 @@ type pair struct {
 // pairs lists the keys of mapping n, then those of its merge sources.
 func (w *walker) pairs(n *yaml.Node, key string, depth int) []pair {
 	var own, merged []pair
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content) && w.within(key, depth); i += 2 {
 		k, v := deref(n.Content[i]), n.Content[i+1]
 		switch {
 		case k == nil || k.Kind != yaml.ScalarNode:
@@ -215,19 +215,20 @@ func (w *walker) pairs(n *yaml.Node, key string, depth int) []pair {
 				sources = sources[0].Content
 			}
 			for _, s := range sources {
-				if w.nodes++; depth > 16 || w.nodes > maxNodes {
-					w.fail(key, "merge keys (<<) nested too deeply")
-					return nil
-				}
 				if s = deref(s); s == nil || s.Kind != yaml.MappingNode {
 					w.fail(key, "merge key (<<) must refer to a mapping, got "+kindName(s))
 					continue
 				}
 				for _, p := range w.pairs(s, key, depth+1) {
-					merged = append(merged, pair{p.k, p.v, true})
+					if w.within(key, depth) { // every merged key counts, so merges of merges stay bounded
+						merged = append(merged, pair{p.k, p.v, true})
+					}
 				}
 			}
 		}
+	}
+	if w.big {
+		return nil
 	}
 	return append(own, merged...)
 }
@@ -317,6 +318,9 @@ var varRef = regexp.MustCompile(`\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?
 // literal "${"; any other "$" is kept as it is. (os.Expand would also
 // expand $NAME and know no default.)
 func expand(s string, vars map[string]string, unset func(name string)) string {
+	if !strings.Contains(s, "${") {
+		return s
+	}
 	return varRef.ReplaceAllStringFunc(s, func(ref string) string {
 		m := varRef.FindStringSubmatch(ref)
 		val, ok := vars[m[1]]
