@@ -230,7 +230,7 @@ type Limit struct {
 	Window time.Duration `yaml:"window" json:"window" mapstructure:"window"`
 	// Calendar is CalendarDay or CalendarMonth for a fixed UTC calendar
 	// window (reset at midnight, or on the 1st), "" for a sliding Window.
-	// In the file it is written as the window (see calendarWindow); the
+	// In the file it is written as the window (see completeStruct); the
 	// key calendar itself is refused.
 	Calendar string `yaml:"-" json:"calendar,omitempty" mapstructure:"calendar"`
 	// Models are glob patterns of the models the limit applies to; empty
