@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/url"
 	"strings"
@@ -99,7 +100,8 @@ func (p *problems) auth(a Auth) {
 			p.add(key+".user", "%s", msg)
 		}
 		h := strings.ToLower(k.SHA256)
-		if j, dup := hashes[h]; !isHex(h, 64) {
+		_, err := hex.DecodeString(h)
+		if j, dup := hashes[h]; len(h) != 64 || err != nil {
 			p.add(key+".sha256", "must be the 64 hex digits of the key's SHA-256 (genai-gateway keygen prints it)")
 		} else if dup {
 			p.add(key+".sha256", "same hash as auth.keys[%d]: every key must be different", j)
@@ -162,8 +164,4 @@ func checkJWKSURL(s string) string {
 		return "must not hold credentials"
 	}
 	return ""
-}
-
-func isHex(s string, n int) bool {
-	return len(s) == n && strings.Trim(s, "0123456789abcdef") == ""
 }

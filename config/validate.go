@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Validate checks c and returns every problem found, joined with
@@ -163,7 +165,7 @@ func checkURL(s string) string {
 }
 
 func (p *problems) rateLimit(rl RateLimit) {
-	p.when(!isToken(rl.UserHeader), "rate_limit.user_header", "must be an HTTP header name; got %s", quote(rl.UserHeader))
+	p.when(!httpguts.ValidHeaderFieldName(rl.UserHeader), "rate_limit.user_header", "must be an HTTP header name; got %s", quote(rl.UserHeader))
 	p.oneOf("rate_limit.missing_user", rl.MissingUser, MissingUserReject, MissingUserAnonymous)
 	byName := map[string]int{}
 	for i, l := range rl.Limits {
@@ -274,13 +276,6 @@ func (p *problems) hostPort(key, addr string, needHost, allowZero bool) {
 	p.when(needHost && host == "", key, "must name a host, as in \"0.0.0.0:7946\"; got %s", quote(addr))
 	n, err := strconv.Atoi(port)
 	p.when(err != nil || n < 0 || n > 65535 || (n == 0 && !allowZero), key, "port must be a number from 1 to 65535; got %s", quote(addr))
-}
-
-// isToken reports whether s is a valid HTTP header name (RFC 9110 token).
-func isToken(s string) bool {
-	return s != "" && !strings.ContainsFunc(s, func(r rune) bool {
-		return r >= 0x7f || r <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r)
-	})
 }
 
 // resolveOverrides returns overrides with every entry complete: a field an
