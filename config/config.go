@@ -159,6 +159,9 @@ type Routing struct {
 	// Cooldown is how long a failing upstream is skipped (30s), or for its
 	// own Retry-After when longer (up to 10m); at most 1h.
 	Cooldown time.Duration `yaml:"cooldown" json:"cooldown" mapstructure:"cooldown"`
+	// Fallbacks lists, by requested model (exact names, case kept), the
+	// models tried in order once that model's whole pool has failed.
+	Fallbacks map[string][]string `yaml:"fallbacks" json:"fallbacks" mapstructure:"fallbacks"`
 }
 
 // Values of Routing.Strategy and Routing.RetryOn.
@@ -169,6 +172,7 @@ const (
 	maxRetries        = 10
 	maxCooldown       = time.Hour
 	maxWeight         = 1000
+	maxFallbacks      = 10
 )
 
 // retryOnValues are the values routing.retry_on takes.

@@ -28,9 +28,16 @@ routing:
   retries: 1
   retry_on: [connect, 5xx]
   cooldown: 10s
+  fallbacks:
+    gpt-4o: [gpt-4o-mini, claude-sonnet-4-5]
+    Meta-Llama-3.1-8B-Instruct: [gpt-4o-mini]
 `)
 	cfg, _ := mustLoad(t, path, []string{"GENAI_GATEWAY_ROUTING_RETRIES=0", "GENAI_GATEWAY_ROUTING_RETRY_ON=429,timeout"})
-	want := Routing{Strategy: StrategyWeighted, Retries: 0, RetryOn: []string{"429", "timeout"}, Cooldown: 10 * time.Second}
+	want := Routing{Strategy: StrategyWeighted, Retries: 0, RetryOn: []string{"429", "timeout"}, Cooldown: 10 * time.Second,
+		Fallbacks: map[string][]string{ // model names keep their case
+			"gpt-4o":                     {"gpt-4o-mini", "claude-sonnet-4-5"},
+			"Meta-Llama-3.1-8B-Instruct": {"gpt-4o-mini"},
+		}}
 	if !reflect.DeepEqual(cfg.Routing, want) {
 		t.Errorf("routing: got %+v, want %+v", cfg.Routing, want)
 	}
@@ -49,7 +56,8 @@ routing:
   retries: 11
   retry_on: [connect, 418]
   cooldown: 2h
-  fallbacks: {}
+  fallback: {}
+  fallbacks: {gpt-4o: [gpt-4o-mini, gpt-4o, gpt-4o-mini, ""], gpt-4o-mini: []}
 `)
 	_, _, err := Load(path, nil, flags(t))
 	wantProblem(t, err, "upstreams[0].weight", "from 1 to 1000", "got 0")
@@ -59,7 +67,11 @@ routing:
 	wantProblem(t, err, "routing.retries", "from 0 to 10")
 	wantProblem(t, err, "routing.retry_on[1]", `"418"`)
 	wantProblem(t, err, "routing.cooldown", "at most 1h")
-	wantProblem(t, err, "routing.fallbacks", "unknown key")
+	wantProblem(t, err, "routing.fallback", "unknown key", "fallbacks")
+	wantProblem(t, err, "routing.fallbacks.gpt-4o[1]", `other than "gpt-4o"`)
+	wantProblem(t, err, "routing.fallbacks.gpt-4o[2]", "earlier fallbacks", `"gpt-4o-mini"`)
+	wantProblem(t, err, "routing.fallbacks.gpt-4o[3]", `got ""`)
+	wantProblem(t, err, "routing.fallbacks.gpt-4o-mini", "1 to 10 models", "got 0")
 
 	c := Default()
 	c.Routing.Cooldown = 0

@@ -111,6 +111,15 @@ func (p *problems) routing(r Routing) {
 		p.oneOf(fmt.Sprintf("routing.retry_on[%d]", i), v, retryOnValues...)
 	}
 	p.when(r.Cooldown <= 0 || r.Cooldown > maxCooldown, "routing.cooldown", "must be > 0 and at most %s; got %s", maxCooldown, r.Cooldown)
+	for model, to := range r.Fallbacks {
+		key := "routing.fallbacks." + model
+		p.when(model == "", "routing.fallbacks", "a model name must not be empty")
+		p.when(len(to) == 0 || len(to) > maxFallbacks, key, "must list 1 to %d models; got %d", maxFallbacks, len(to))
+		for i, m := range to {
+			p.when(m == "" || m == model || slices.Contains(to[:i], m), fmt.Sprintf("%s[%d]", key, i),
+				"must be a model name other than %s and the earlier fallbacks; got %s", quote(model), quote(m))
+		}
+	}
 }
 
 // provider checks an upstream's provider and the keys only azure takes.

@@ -377,7 +377,7 @@ func proxyUpstreams(in []config.Upstream) []proxy.Upstream {
 
 // proxyRouting converts the config's routing section.
 func proxyRouting(r config.Routing) proxy.Routing {
-	return proxy.Routing{Strategy: r.Strategy, Retries: r.Retries, RetryOn: r.RetryOn, Cooldown: r.Cooldown}
+	return proxy.Routing{Strategy: r.Strategy, Retries: r.Retries, RetryOn: r.RetryOn, Cooldown: r.Cooldown, Fallbacks: r.Fallbacks}
 }
 
 // proxyConfig converts the config's proxy-facing keys.

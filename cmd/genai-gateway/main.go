@@ -198,7 +198,7 @@ Usage:
 
 Every key of the file can be set from the environment as GENAI_GATEWAY_<KEY_PATH>
 (for example GENAI_GATEWAY_RATE_LIMIT_ENABLED=true). Precedence: flag > environment > file > default.
-The file is reloaded when it changes and on SIGHUP (rate_limit and auth; other keys need a restart).
+The file is reloaded when it changes and on SIGHUP (rate_limit, auth, prices, routing and upstreams; listen, metrics_listen and cluster need a restart).
 
 Flags:
 %s`, versionString(), fs.FlagUsages())
