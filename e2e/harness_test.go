@@ -216,10 +216,13 @@ type replica struct {
 type replicaSpec struct {
 	name     string
 	upstream string
-	extra    string   // more YAML (rate_limit, ...)
-	join     []string // gossip addresses; nil with cluster = first node
-	cluster  bool
-	ports    [3]int // proxy, operator, gossip; zero = pick free ones
+	// upstreams, when set, is the YAML of the upstreams key, in place of
+	// one upstream "mock" at upstream.
+	upstreams string
+	extra     string   // more YAML (rate_limit, ...)
+	join      []string // gossip addresses; nil with cluster = first node
+	cluster   bool
+	ports     [3]int // proxy, operator, gossip; zero = pick free ones
 }
 
 // startReplica writes a config file and starts genai-gateway with it.
@@ -239,7 +242,11 @@ func startReplica(t *testing.T, s replicaSpec) *replica {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nmetrics_listen: 127.0.0.1:%d\n", s.ports[0], s.ports[1])
 	fmt.Fprintf(&b, "log: {level: info, format: json}\ndrain_timeout: 10s\n")
-	fmt.Fprintf(&b, "upstreams:\n  - name: mock\n    url: %s\n    timeout: 30s\n", s.upstream)
+	if s.upstreams != "" {
+		b.WriteString(s.upstreams)
+	} else {
+		fmt.Fprintf(&b, "upstreams:\n  - name: mock\n    url: %s\n    timeout: 30s\n", s.upstream)
+	}
 	if s.cluster {
 		join, _ := json.Marshal(s.join)
 		if s.join == nil {
