@@ -73,8 +73,20 @@ type Price struct {
 	// cache (OpenAI cached_tokens, Anthropic cache_read_input_tokens); nil
 	// means the Input price.
 	CachedInput *float64 `yaml:"cached_input" json:"cached_input" mapstructure:"cached_input"`
+	// CacheWrite prices the prompt tokens written to the provider's prompt
+	// cache (Anthropic cache_creation_input_tokens, billed at 1.25x the
+	// input price for its 5-minute cache); nil means the Input price.
+	CacheWrite *float64 `yaml:"cache_write" json:"cache_write" mapstructure:"cache_write"`
 	// Output prices the completion tokens.
 	Output float64 `yaml:"output" json:"output" mapstructure:"output"`
+}
+
+// EffectiveCacheWrite is CacheWrite, or Input when it is not set.
+func (p Price) EffectiveCacheWrite() float64 {
+	if p.CacheWrite == nil {
+		return p.Input
+	}
+	return *p.CacheWrite
 }
 
 // EffectiveCachedInput is CachedInput, or Input when it is not set.

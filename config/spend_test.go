@@ -17,13 +17,16 @@ func TestSpendConfig(t *testing.T) {
 	cfg, _ := mustLoad(t, "testdata/spend.yaml", nil)
 	wantPrices := []Price{
 		{Models: []string{"gpt-4o-mini*"}, Input: 0.15, CachedInput: ptr(0.075), Output: 0.60},
-		{Models: []string{"claude-sonnet-*", "claude-3-7-sonnet*"}, Input: 3, Output: 15},
+		{Models: []string{"claude-sonnet-*", "claude-3-7-sonnet*"}, Input: 3, CacheWrite: ptr(3.75), Output: 15},
 	}
 	if !reflect.DeepEqual(cfg.Prices, wantPrices) {
 		t.Errorf("prices = %+v, want %+v", cfg.Prices, wantPrices)
 	}
 	if got := cfg.Prices[1].EffectiveCachedInput(); got != 3 {
 		t.Errorf("omitted cached_input = %v, want the input price 3", got)
+	}
+	if got, got0 := cfg.Prices[1].EffectiveCacheWrite(), cfg.Prices[0].EffectiveCacheWrite(); got != 3.75 || got0 != 0.15 {
+		t.Errorf("cache_write = %v, omitted = %v; want 3.75 and the input price 0.15", got, got0)
 	}
 	wantLimits := []Limit{
 		{Name: "monthly-budget", Metric: MetricCostUSD, Limit: 50, Calendar: CalendarMonth},
@@ -99,17 +102,18 @@ rate_limit:
 // TestValidateSpend: Validate refuses what the loader cannot produce but a Go caller can.
 func TestValidateSpend(t *testing.T) {
 	c := Default()
-	c.Prices = []Price{{Models: []string{"m"}, Input: 1, CachedInput: ptr(-1.0), Output: 1}}
+	c.Prices = []Price{{Models: []string{"m"}, Input: 1, CachedInput: ptr(-1.0), CacheWrite: ptr(1e5), Output: 1}}
 	c.RateLimit.Limits = []Limit{
 		{Name: "a", Metric: MetricCostUSD, Limit: 1, Window: time.Hour, Calendar: CalendarDay},
 		{Name: "b", Metric: MetricCostUSD, Limit: 1, Calendar: "calendar_week"},
 	}
 	err := c.Validate()
 	wantProblem(t, err, "prices[0].cached_input", "from 0 to 10000")
+	wantProblem(t, err, "prices[0].cache_write", "from 0 to 10000")
 	wantProblem(t, err, "rate_limit.limits[0].window", "calendar_day and 1h0m0s at once")
 	wantProblem(t, err, "rate_limit.limits[1].window", `"calendar_week"`)
-	if got := len(errLines(err)); got != 3 {
-		t.Errorf("got %d problems\n%v\nwant 3", got, err)
+	if got := len(errLines(err)); got != 4 {
+		t.Errorf("got %d problems\n%v\nwant 4", got, err)
 	}
 }
 

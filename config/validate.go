@@ -234,7 +234,7 @@ func (p *problems) prices(prices []Price) {
 		for _, f := range []struct {
 			name string
 			usd  *float64
-		}{{"input", &pr.Input}, {"cached_input", pr.CachedInput}, {"output", &pr.Output}} {
+		}{{"input", &pr.Input}, {"cached_input", pr.CachedInput}, {"cache_write", pr.CacheWrite}, {"output", &pr.Output}} {
 			if f.usd != nil && (math.IsNaN(*f.usd) || *f.usd < 0 || *f.usd > maxPriceUSD) {
 				p.add(key+"."+f.name, "must be US dollars per million tokens from 0 to %d; got %v", maxPriceUSD, *f.usd)
 			}

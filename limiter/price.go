@@ -16,10 +16,11 @@ import (
 // and is logged once as unpriced.
 type Price struct {
 	Models []string // path.Match globs, at least one ("*" for every model)
-	// Input prices the prompt tokens that were not read from the provider's prompt cache,
-	// CachedInput those that were (Usage.CachedPromptTokens), Output the completion tokens.
-	// Each is finite and in [0, MaxPriceUSD].
-	Input, CachedInput, Output float64
+	// Input prices the prompt tokens that were neither read from nor written to the
+	// provider's prompt cache, CachedInput those read from it (Usage.CachedPromptTokens),
+	// CacheWrite those written to it (Usage.CacheWritePromptTokens; Anthropic bills them above
+	// the input price), Output the completion tokens. Each is finite and in [0, MaxPriceUSD].
+	Input, CachedInput, CacheWrite, Output float64
 }
 
 // Bounds of the figures of spend, so that no price, limit or token count, however hostile, can
@@ -77,8 +78,8 @@ func formatUSD(nanos int64) string {
 
 // cprice is a compiled Price: nano-dollars per million tokens (at most 10^13).
 type cprice struct {
-	models                []glob
-	input, cached, output int64
+	models                       []glob
+	input, cached, write, output int64
 }
 
 // matches reports whether the price applies to model.
@@ -100,15 +101,17 @@ func (p *cprice) estimate(prompt, out int64) int64 {
 	return min(satAdd(tokenCost(prompt, p.input), tokenCost(out, p.output)), maxNanos)
 }
 
-// cost is the cost of the true usage u in nano-dollars, cached prompt tokens at their price.
-// A nil price is 0.
+// cost is the cost of the true usage u in nano-dollars, prompt tokens read from and written
+// to the cache at their prices. A nil price is 0.
 func (p *cprice) cost(u Usage) int64 {
 	if p == nil {
 		return 0
 	}
 	prompt := clampTokens(u.PromptTokens)
 	cached := min(clampTokens(u.CachedPromptTokens), prompt)
-	c := satAdd(tokenCost(prompt-cached, p.input), tokenCost(cached, p.cached))
+	written := min(clampTokens(u.CacheWritePromptTokens), prompt-cached)
+	c := satAdd(tokenCost(prompt-cached-written, p.input), tokenCost(cached, p.cached))
+	c = satAdd(c, tokenCost(written, p.write))
 	return min(satAdd(c, tokenCost(clampTokens(u.CompletionTokens), p.output)), maxNanos)
 }
 
@@ -150,7 +153,7 @@ func compilePrices(prices []Price) ([]*cprice, []error) {
 		for _, f := range []struct {
 			name string
 			usd  float64
-		}{{"input", p.Input}, {"cached_input", p.CachedInput}, {"output", p.Output}} {
+		}{{"input", p.Input}, {"cached_input", p.CachedInput}, {"cache_write", p.CacheWrite}, {"output", p.Output}} {
 			if math.IsNaN(f.usd) || f.usd < 0 || f.usd > MaxPriceUSD {
 				errs = append(errs, fmt.Errorf("%s.%s: %v, want USD per million tokens from 0 to %d", key, f.name, f.usd, MaxPriceUSD))
 				bad = true
@@ -160,7 +163,7 @@ func compilePrices(prices []Price) ([]*cprice, []error) {
 			continue
 		}
 		out = append(out, &cprice{models: globs(p.Models),
-			input: NanoUSD(p.Input), cached: NanoUSD(p.CachedInput), output: NanoUSD(p.Output)})
+			input: NanoUSD(p.Input), cached: NanoUSD(p.CachedInput), write: NanoUSD(p.CacheWrite), output: NanoUSD(p.Output)})
 	}
 	return out, errs
 }
@@ -203,11 +206,12 @@ func truncate(s string, n int) string {
 }
 
 // Cost prices the true usage u of a request for model with the current policy's prices: prompt
-// tokens not read from cache at the input price, u.CachedPromptTokens at the cached-input price,
-// completion tokens at the output price. It returns the cost in US dollars (exact to the
+// tokens neither read from nor written to the cache at the input price, u.CachedPromptTokens at
+// the cached-input price, u.CacheWritePromptTokens at the cache-write price, completion tokens at
+// the output price. It returns the cost in US dollars (exact to the
 // nano-dollar, each term rounded up) and whether model has a price; a model without one costs 0
-// and is logged once as unpriced. Token counts are clamped to [0, 2^53] and the cached count to
-// the prompt count. Cost works whether or not limiting is enabled; it is what the proxy adds to
+// and is logged once as unpriced. Token counts are clamped to [0, 2^53], the cached count to
+// the prompt count and the written count to the prompt count less the cached one. Cost works whether or not limiting is enabled; it is what the proxy adds to
 // genai_gateway_cost_usd_total and writes in the access log. It is safe for concurrent use and
 // allocates nothing for a priced model.
 func (l *Limiter) Cost(model string, u Usage) (usd float64, priced bool) {

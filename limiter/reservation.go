@@ -13,6 +13,10 @@ type Usage struct {
 	// of PromptTokens (OpenAI's prompt_tokens_details.cached_tokens, Anthropic's
 	// cache_read_input_tokens), priced at the cached-input price. 0 when unknown.
 	CachedPromptTokens int64
+	// CacheWritePromptTokens are the prompt tokens written to the provider's prompt cache, a
+	// subset of PromptTokens apart from the cached ones (Anthropic's
+	// cache_creation_input_tokens), priced at the cache-write price. 0 when unknown.
+	CacheWritePromptTokens int64
 }
 
 // Reservation is what Admit reserved for one request: for every limit that applied, the window

@@ -16,7 +16,7 @@ import (
 var testPrices = []Price{
 	{Models: []string{"gpt-4o-mini*"}, Input: 0.15, CachedInput: 0.075, Output: 0.60},
 	{Models: []string{"gpt-4o*"}, Input: 2.50, CachedInput: 1.25, Output: 10.00},
-	{Models: []string{"claude-sonnet-*"}, Input: 3.00, CachedInput: 0.30, Output: 15.00},
+	{Models: []string{"claude-sonnet-*"}, Input: 3.00, CachedInput: 0.30, CacheWrite: 3.75, Output: 15.00},
 }
 
 func TestNanoUSDAndFormat(t *testing.T) {
@@ -86,6 +86,10 @@ func TestCost(t *testing.T) {
 		{"mini with cache", "gpt-4o-mini-2024-07-18", Usage{PromptTokens: 1000, CachedPromptTokens: 400, CompletionTokens: 200}, 0.00024, true},
 		{"first glob wins: gpt-4o", "gpt-4o-2024-08-06", Usage{PromptTokens: 1_000_000, CompletionTokens: 1_000_000}, 12.5, true},
 		{"anthropic cache reads", "claude-sonnet-4-5", Usage{PromptTokens: 10_000, CachedPromptTokens: 9_000, CompletionTokens: 1_000}, 0.0207, true},
+		// 1000 uncached * 3 + 9000 cached * 0.30 + 2000 written * 3.75 + 1000 out * 15, per million
+		{"anthropic cache reads and writes", "claude-sonnet-4-5", Usage{PromptTokens: 12_000, CachedPromptTokens: 9_000, CacheWritePromptTokens: 2_000, CompletionTokens: 1_000}, 0.0282, true},
+		{"written over prompt less cached is clamped", "claude-sonnet-4-5", Usage{PromptTokens: 10_000, CachedPromptTokens: 9_000, CacheWritePromptTokens: 1e9}, 0.00645, true},
+		{"cache writes of a model without a write price cost nothing", "gpt-4o-mini", Usage{PromptTokens: 1000, CacheWritePromptTokens: 1000}, 0, true},
 		{"cached over prompt is clamped to the prompt", "gpt-4o", Usage{PromptTokens: 100, CachedPromptTokens: 1e6}, 0.000125, true},
 		{"negative counts are 0", "gpt-4o", Usage{PromptTokens: -100, CachedPromptTokens: -5, CompletionTokens: -1}, 0, true},
 		{"hostile counts are bounded", "gpt-4o", Usage{PromptTokens: math.MaxInt64, CompletionTokens: math.MaxInt64}, MaxLimitUSD, true},

@@ -27,6 +27,7 @@ type exchange struct {
 	prompt       int64
 	completion   int64
 	cached       int64   // of prompt, read from the provider's prompt cache
+	written      int64   // of prompt, written to the provider's prompt cache
 	costUSD      float64 // priced usage; 0 when unpriced or not metered
 	reason       string  // upstream error reason label, "" = none
 	err          error   // logged; never holds header values
@@ -109,6 +110,7 @@ func (p *Proxy) finish(ex *exchange) {
 		Int64("prompt_tokens", ex.prompt).
 		Int64("completion_tokens", ex.completion).
 		Int64("cached_tokens", ex.cached).
+		Int64("cache_write_tokens", ex.written).
 		Float64("cost_usd", ex.costUSD).
 		Float64("duration_ms", float64(d.Microseconds())/1000).
 		Str("request_id", ex.requestID)

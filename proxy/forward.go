@@ -559,7 +559,7 @@ func (m *metered) readHeld() ([]byte, error) {
 // setUsage meters the upstream's usage; figures it had to clamp (out of
 // range, not integers) are counted and logged.
 func (m *metered) setUsage(u usage) {
-	m.ex.prompt, m.ex.completion, m.ex.cached = u.prompt, u.completion, u.cached
+	m.ex.prompt, m.ex.completion, m.ex.cached, m.ex.written = u.prompt, u.completion, u.cached, u.written
 	if u.clamped {
 		m.p.m.usageClamped(m.ex.upstream)
 		m.p.log.Warn().Str("upstream", m.ex.upstream).Str("model", m.ex.model).
@@ -585,7 +585,8 @@ func (m *metered) end() {
 		// sent: not charged, the request itself included.
 		m.res.Release()
 	} else {
-		u := limiter.Usage{PromptTokens: m.ex.prompt, CompletionTokens: m.ex.completion, CachedPromptTokens: m.ex.cached}
+		u := limiter.Usage{PromptTokens: m.ex.prompt, CompletionTokens: m.ex.completion,
+			CachedPromptTokens: m.ex.cached, CacheWritePromptTokens: m.ex.written}
 		m.res.Settle(u)
 		if p.cost != nil && m.ex.metered {
 			m.ex.costUSD, _ = p.cost.Cost(m.ex.model, u)

@@ -37,7 +37,8 @@ func errUntranslatable(model string, err error) *apiError {
 
 // fromProvider converts a provider's usage (already clamped).
 func fromProvider(u provider.Usage) usage {
-	return usage{prompt: u.Prompt, completion: u.Completion, cached: min(u.CacheRead, u.Prompt)}
+	cached := min(u.CacheRead, u.Prompt)
+	return usage{prompt: u.Prompt, completion: u.Completion, cached: cached, written: min(u.CacheCreation, u.Prompt-cached)}
 }
 
 // bodyUsage reads the usage of a whole response body of the request's route.

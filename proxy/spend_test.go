@@ -3,9 +3,11 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +125,67 @@ func TestUsageCachedTokens(t *testing.T) {
 			t.Errorf("extractUsage(%s) = %+v, %v; want cached %d of prompt %d", tc.body, u, ok, tc.cached, tc.want)
 		}
 	}
+}
+
+// TestSpendAnthropicCacheWrites: an Anthropic answer's prompt tokens are
+// priced in three parts, those read from the prompt cache, those written to
+// it (cache_creation_input_tokens, at the cache-write price) and the rest,
+// on the native Messages route and on a chat request translated for an
+// anthropic upstream, whole and streamed; the access log names both cache
+// figures.
+func TestSpendAnthropicCacheWrites(t *testing.T) {
+	const usage = `"usage":{"input_tokens":1000,"cache_creation_input_tokens":2000,"cache_read_input_tokens":9000,"output_tokens":500}`
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(readAll(r), `"stream":true`) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","stop_sequence":null,`+usage+`}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, ev := range []string{
+			`event: message_start` + "\n" + `data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1000,"cache_creation_input_tokens":2000,"cache_read_input_tokens":9000,"output_tokens":1}}}`,
+			`event: content_block_start` + "\n" + `data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`,
+			`event: content_block_delta` + "\n" + `data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"ok"}}`,
+			`event: content_block_stop` + "\n" + `data: {"type":"content_block_stop","index":0}`,
+			`event: message_delta` + "\n" + `data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":500}}`,
+			`event: message_stop` + "\n" + `data: {"type":"message_stop"}`,
+		} {
+			io.WriteString(w, ev+"\n\n")
+		}
+	}))
+	t.Cleanup(up.Close)
+	pol := limiter.Policy{Prices: []limiter.Price{{Models: []string{"claude-*"}, Input: 3, CachedInput: 0.3, CacheWrite: 3.75, Output: 15}}}
+	lim, err := limiter.New(pol, newMapStore(), limiter.Options{}, zerolog.Nop(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, Config{Upstreams: []Upstream{{Name: "claude", URL: up.URL, Provider: ProviderAnthropic, Timeout: time.Minute}}}, lim)
+	// 1,000 uncached x $3 + 9,000 read x $0.30 + 2,000 written x $3.75 + 500 output x $15, per million.
+	const each = (1000*3 + 9000*0.3 + 2000*3.75 + 500*15.0) / 1e6
+	n := 0
+	for _, path := range []string{routeMessages, routeChat} {
+		for _, stream := range []string{"false", "true"} {
+			body := `{"model":"claude-sonnet-4-5","max_tokens":500,"stream":` + stream + `,"messages":[{"role":"user","content":"hi"}]}`
+			resp, got := e.post(t, path, body, "user", "ann", "anthropic-version", "2023-06-01")
+			e.idle(t)
+			n++
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s stream %s: %d %s", path, stream, resp.StatusCode, got)
+			}
+			if got := testutil.ToFloat64(e.p.m.costByUserModel.WithLabelValues("ann", "claude-sonnet-4-5")); math.Abs(got-float64(n)*each) > 1e-12 {
+				t.Errorf("%s stream %s: genai_gateway_cost_usd_total = %g, want %g", path, stream, got, float64(n)*each)
+			}
+		}
+	}
+	for _, l := range logLines(t, e) {
+		if l["cached_tokens"] != 9000.0 || l["cache_write_tokens"] != 2000.0 || l["prompt_tokens"] != 12000.0 || l["cost_usd"] != each {
+			t.Errorf("access log: prompt %v, cached %v, cache_write %v, cost %v; want 12000, 9000, 2000, %v",
+				l["prompt_tokens"], l["cached_tokens"], l["cache_write_tokens"], l["cost_usd"], each)
+		}
+	}
+}
+
+func readAll(r *http.Request) string {
+	b, _ := io.ReadAll(r.Body)
+	return string(b)
 }

@@ -39,6 +39,7 @@ const maxUsageTokens = 1 << 32
 type usage struct {
 	prompt, completion int64
 	cached             int64 // of prompt, read from the prompt cache (<= prompt)
+	written            int64 // of prompt, written to the prompt cache (<= prompt - cached)
 	// clamped is set when a figure was out of range, not an integer, or
 	// not a number at all; prompt and completion then hold the clamped
 	// values. The caller logs it and counts it (metrics.usageClamped).

@@ -351,7 +351,7 @@ func limiterPolicy(rl config.RateLimit, prices []config.Price) limiter.Policy {
 	p := limiter.Policy{Enabled: rl.Enabled, MissingUser: rl.MissingUser, Limits: conv(rl.Limits)}
 	for _, pr := range prices {
 		p.Prices = append(p.Prices, limiter.Price{Models: pr.Models,
-			Input: pr.Input, CachedInput: pr.EffectiveCachedInput(), Output: pr.Output})
+			Input: pr.Input, CachedInput: pr.EffectiveCachedInput(), CacheWrite: pr.EffectiveCacheWrite(), Output: pr.Output})
 	}
 	if len(rl.Overrides) > 0 {
 		p.Overrides = make(map[string][]limiter.Limit, len(rl.Overrides))

@@ -22,7 +22,7 @@ import (
 )
 
 func TestLimiterPolicySpend(t *testing.T) {
-	cached := 0.3
+	cached, write := 0.3, 3.75
 	rl := config.RateLimit{Enabled: true, MissingUser: config.MissingUserReject,
 		Limits: []config.Limit{
 			{Name: "budget", Metric: config.MetricCostUSD, Limit: 12.5, Calendar: config.CalendarMonth},
@@ -31,7 +31,7 @@ func TestLimiterPolicySpend(t *testing.T) {
 		Overrides: map[string][]config.Limit{"alice": {{Name: "budget", Metric: config.MetricCostUSD, Limit: 0.000000001, Window: time.Hour}}},
 	}
 	prices := []config.Price{
-		{Models: []string{"claude-*"}, Input: 3, CachedInput: &cached, Output: 15},
+		{Models: []string{"claude-*"}, Input: 3, CachedInput: &cached, CacheWrite: &write, Output: 15},
 		{Models: []string{"gpt-*"}, Input: 2.5, Output: 10},
 	}
 	p := limiterPolicy(rl, prices)
@@ -46,8 +46,8 @@ func TestLimiterPolicySpend(t *testing.T) {
 		t.Errorf("one nano-dollar = %d, want 1", got)
 	}
 	wantPrices := []limiter.Price{
-		{Models: []string{"claude-*"}, Input: 3, CachedInput: 0.3, Output: 15},
-		{Models: []string{"gpt-*"}, Input: 2.5, CachedInput: 2.5, Output: 10}, // cached_input omitted
+		{Models: []string{"claude-*"}, Input: 3, CachedInput: 0.3, CacheWrite: 3.75, Output: 15},
+		{Models: []string{"gpt-*"}, Input: 2.5, CachedInput: 2.5, CacheWrite: 2.5, Output: 10}, // cached_input, cache_write omitted
 	}
 	if fmt.Sprint(p.Prices) != fmt.Sprint(wantPrices) {
 		t.Errorf("prices = %+v, want %+v", p.Prices, wantPrices)
