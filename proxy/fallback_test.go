@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -130,15 +129,7 @@ func TestModelFallback(t *testing.T) {
 		big, small := newFlaky(t, modeBreakStream), newFakeLLM(t)
 		store := newMapStore()
 		e := newEnv(t, fallbackConfig(big.srv.URL, small.srv.URL), fallbackLimiter(t, store, 1<<40))
-		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+routeChat, strings.NewReader(strings.Replace(poolChat, `"max_tokens":5`, `"max_tokens":5,"stream":true`, 1)))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("user", "bob")
-		resp, err := e.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, rerr := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, got, rerr := e.chatReadErr(t, strings.Replace(poolChat, `"max_tokens":5`, `"max_tokens":5,"stream":true`, 1), "bob")
 		e.idle(t)
 		if resp.StatusCode != 200 || rerr == nil || !strings.Contains(string(got), "hello") {
 			t.Errorf("status %d, body %q, read error %v: want big's stream, broken", resp.StatusCode, got, rerr)

@@ -59,15 +59,7 @@ func TestChargedAtMostOnce(t *testing.T) {
 				hitsBefore := ups[0].all.Load() + ups[1].all.Load() + ups[2].all.Load() + ups[3].all.Load()
 				tokBefore, reqBefore := store.total("tokens", "bob"), store.total("reqs", "bob")
 				meteredBefore := testutil.ToFloat64(e.p.m.tokensTotal)
-				req, _ := http.NewRequest(http.MethodPost, e.srv.URL+routeChat, strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("user", "bob")
-				resp, err := e.client.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, rerr := io.ReadAll(resp.Body)
-				resp.Body.Close()
+				resp, got, rerr := e.chatReadErr(t, body, "bob")
 				e.idle(t)
 				tok := store.total("tokens", "bob") - tokBefore
 				reqs := store.total("reqs", "bob") - reqBefore

@@ -90,6 +90,22 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// chatReadErr posts body to the chat route as user and reads the answer
+// whole, returning the read's error too: a stream may break after its head.
+func (e *env) chatReadErr(t *testing.T, body, user string) (*http.Response, []byte, error) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+routeChat, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("user", user)
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, got, rerr
+}
+
 // refusedURL is the URL of a closed listener: connections are refused.
 func refusedURL(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -171,15 +187,7 @@ func TestPoolFailover(t *testing.T) {
 			if tt.stream {
 				body = strings.Replace(body, `"max_tokens":5`, `"max_tokens":5,"stream":true`, 1)
 			}
-			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+routeChat, strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("user", "alice")
-			resp, err := e.client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, rerr := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, got, rerr := e.chatReadErr(t, body, "alice")
 			e.idle(t)
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status: got %d, want %d (body %s)", resp.StatusCode, tt.status, got)

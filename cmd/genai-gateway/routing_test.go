@@ -12,6 +12,21 @@ import (
 	"testing"
 )
 
+// post sends body to the replica's chat route as user uma and returns the
+// status and the answer.
+func (s *served) post(t *testing.T, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.url, strings.NewReader(body))
+	req.Header.Set("user", "uma")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 // TestReloadRouting: routing is reloaded live with the upstreams. A pool
 // whose first upstream answers 500: with retries 0 the client gets the
 // 500; after SIGHUP with retries 2 it gets the second upstream's answer.
@@ -33,18 +48,7 @@ func TestReloadRouting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gateway.yaml")
 	writeFile(t, path, yaml(0))
 	s := startServing(t, path, false)
-	post := func() int {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, s.url, strings.NewReader(chatBody))
-		req.Header.Set("user", "uma")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		_, _ = io.ReadAll(resp.Body)
-		return resp.StatusCode
-	}
+	post := func() int { code, _ := s.post(t, chatBody); return code }
 	if code := post(); code != http.StatusInternalServerError || goodHits.Load() != 0 {
 		t.Fatalf("retries 0: got %d, good upstream hits %d; want the first upstream's 500, no retry", code, goodHits.Load())
 	}
@@ -80,18 +84,7 @@ func TestReloadFallbacks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gateway.yaml")
 	writeFile(t, path, yaml("routing: {retries: 0}\n"))
 	s := startServing(t, path, false)
-	post := func() (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, s.url, strings.NewReader(chatBody))
-		req.Header.Set("user", "uma")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	post := func() (int, string) { return s.post(t, chatBody) }
 	if code, _ := post(); code != http.StatusInternalServerError || goodHits.Load() != 0 {
 		t.Fatalf("no fallbacks: got %d, fallback hits %d; want the upstream's 500", code, goodHits.Load())
 	}

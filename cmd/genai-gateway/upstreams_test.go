@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -36,18 +35,7 @@ func TestReloadUpstreams(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gateway.yaml")
 	writeFile(t, path, gatewayYAML(oldURL, 100, ""))
 	s := startServing(t, path, false)
-	post := func(body string) (int, string) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, s.url, strings.NewReader(body))
-		req.Header.Set("user", "uma")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	post := func(body string) (int, string) { return s.post(t, body) }
 	claude := `{"model":"claude-haiku-4-5","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`
 	if code, body := post(claude); code != http.StatusOK || oldHits.Load() != 1 {
 		t.Fatalf("before the reload: got %d %s, old upstream hits %d; want 200 from the old upstream", code, body, oldHits.Load())
