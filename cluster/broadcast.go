@@ -11,9 +11,9 @@ import (
 // it deltas go through memberlist's gossip queue, O(log N) per node instead of
 // O(N). Direct sending converges within milliseconds, and within a gossip
 // interval for a peer that lost a packet; the queue needs several gossip
-// rounds, and at 10,000 requests/s cannot carry every change (see
-// BenchmarkDissemination and BenchmarkGossipLoad: at 32 and 64 nodes the
-// queue's p99 is seconds). Every node receives every change either way; what
+// rounds (see BenchmarkDissemination: at 32 and 64 nodes the queue's p99 is
+// seconds; BenchmarkGossipBandwidth measures the direct sends' bytes and
+// packets at 10,000 requests/s). Every node receives every change either way; what
 // direct sending adds is the N-1 packets at the sender.
 const defaultDirectMax = 64
 

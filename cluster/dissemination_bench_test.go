@@ -172,50 +172,6 @@ func BenchmarkDissemination(b *testing.B) {
 	}
 }
 
-// BenchmarkGossipLoad measures what each node sends when the cluster admits
-// 10,000 requests per second (each an AddNow of its reservation on a random
-// node, for one of 10,000 users), with 1 % UDP loss: payload bytes and UDP
-// packets per second per node (memberlist's own probes included in the
-// packets). One b.N is one second of load.
-func BenchmarkGossipLoad(b *testing.B) {
-	const rate, users = 10_000, 10_000
-	for _, mode := range []string{"default", "gossip", "direct"} {
-		for _, n := range []int{32, 64} {
-			b.Run(fmt.Sprintf("%s/nodes=%d", mode, n), func(b *testing.B) {
-				var packets atomic.Int64
-				nodes := scaleCluster(b, n, mode, *benchLoss, &packets)
-				w := window()
-				start := make([]float64, len(nodes))
-				for i, nd := range nodes {
-					start[i] = sentBytes(b, nd.reg)
-				}
-				p0 := packets.Load()
-				cpu0, t0 := processCPU(), time.Now()
-				b.ResetTimer()
-				issued := 0
-				for time.Since(t0) < time.Duration(b.N)*time.Second {
-					time.Sleep(5 * time.Millisecond)
-					// Catch up with the rate: a loaded machine wakes late.
-					for due := int(time.Since(t0).Seconds() * rate); issued < due; issued++ {
-						nodes[rand.N(n)].Store().AddNow("l", fmt.Sprint(rand.N(users)), w, minute, 1)
-					}
-				}
-				elapsed := time.Since(t0).Seconds()
-				b.StopTimer()
-				b.ReportMetric(float64(issued)/elapsed, "req/s")
-				b.ReportMetric((processCPU()-cpu0).Seconds()/elapsed, "cpu-cores")
-				var total float64
-				for i, nd := range nodes {
-					total += sentBytes(b, nd.reg) - start[i]
-				}
-				b.ReportMetric(total/float64(n)/elapsed, "bytes/s/node")
-				b.ReportMetric(float64(packets.Load()-p0)/float64(n)/elapsed, "pkts/s/node")
-				b.ReportMetric(0, "ns/op")
-			})
-		}
-	}
-}
-
 // processCPU returns the CPU time (user and system) this process has used:
 // on a shared machine, a benchmark that got less than the cores it needs
 // says so by this figure.
