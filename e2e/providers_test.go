@@ -124,16 +124,22 @@ rate_limit:
 			if tt.o3 {
 				want["o3-tok"] = 18
 			}
-			if got := usedByLimit(t, r, tt.user); fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("/usage: got %v, want %v (each request charged once)", got, want)
-			}
-			if v, _ := metricValue(t, r.ops, "tokens_by_user_by_model_total", fmt.Sprintf(`{model=%q,user=%q}`, tt.answers, tt.user)); v != 18 {
-				t.Errorf("tokens metered under %s: got %v, want 18", tt.answers, v)
-			}
+			// A stream is settled and metered once its answer has ended,
+			// which may be just after the client read it.
+			eventually(t, 5*time.Second, func() bool { return fmt.Sprint(usedByLimit(t, r, tt.user)) == fmt.Sprint(want) },
+				"/usage of %s: want %v (each request charged once)", tt.user, want)
+			eventually(t, 5*time.Second, func() bool {
+				v, _ := metricValue(t, r.ops, "tokens_by_user_by_model_total", fmt.Sprintf(`{model=%q,user=%q}`, tt.answers, tt.user))
+				return v == 18
+			}, "18 tokens metered under %s for %s", tt.answers, tt.user)
 		})
 	}
 
-	// The access log names the requested model and each failed attempt.
+	// The access log names the requested model and each failed attempt. A
+	// request's line is written once its answer has ended, which may be
+	// after the client has read it.
+	eventually(t, 5*time.Second, func() bool { return strings.Count(r.out.String(), `"user":"u-fallback`) == 4 },
+		"4 access log lines of fallback requests")
 	var fallbacks int
 	sc := bufio.NewScanner(strings.NewReader(r.out.String()))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
