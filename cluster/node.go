@@ -190,7 +190,7 @@ func (n *Node) Start() error {
 	if err != nil {
 		return err
 	}
-	ml, err := memberlist.Create(mc)
+	ml, err := createMemberlist(mc) // leanTransport unless cfg.Transport is set
 	if err != nil {
 		return fmt.Errorf("start cluster: %w", err)
 	}
