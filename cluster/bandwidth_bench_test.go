@@ -304,6 +304,9 @@ func settle(s *Store, r bwRequest) {
 // whole-cluster peer would find differing (changes in flight) are not
 // pulled from these peers, whose stores hold fewer slots.
 // -cluster.sample=0 measures every node of a whole cluster instead.
+// -cluster.bwtransport=lean or net runs the nodes on the production
+// transport (leanTransport) or memberlist's NetTransport instead of the
+// benchmark's own, metered the same way (metered_transport_test.go).
 //
 // Meanwhile a change near a limit is made every 100 ms on a measured node
 // (10 a second: a few more packets than the load alone makes)
@@ -326,7 +329,9 @@ func BenchmarkGossipBandwidth(b *testing.B) {
 			b.Fatalf("-cluster.nodes: %v", err)
 		}
 		name := fmt.Sprintf("nodes=%d/rate=%d/sample=%d", n, *bwRate, *bwSample)
-		if !*bwLean {
+		if *bwTransport != "bench" {
+			name += "/transport=" + *bwTransport
+		} else if !*bwLean {
 			name += "/netbuf"
 		}
 		b.Run(name, func(b *testing.B) { benchBandwidth(b, n, min(*bwSample, n)) })
@@ -337,7 +342,7 @@ func benchBandwidth(b *testing.B, n, sample int) {
 	// Runs after every node's shutdown: a probe memberlist had in flight
 	// ends by its timeout (500 ms), late on a loaded machine (goleak).
 	b.Cleanup(func() { time.Sleep(2 * time.Second) })
-	trs := make([]*benchTransport, n)
+	trs := make([]*linkCounts, n)
 	// Label each node's goroutines (they inherit the labels of the
 	// goroutine that starts them: startCluster's, right after edit).
 	defer pprof.SetGoroutineLabels(context.Background())
@@ -348,8 +353,7 @@ func benchBandwidth(b *testing.B, n, sample int) {
 		c.GossipInterval = 100 * time.Millisecond
 		c.PushPullInterval = 5 * time.Second
 		c.Tune = nil
-		trs[i] = newBenchTransport(b, *benchLoss, *bwLean)
-		c.Transport = trs[i]
+		c.Transport, trs[i] = newMeasuredTransport(b, *benchLoss)
 	})
 	pprof.SetGoroutineLabels(context.Background())
 	measured := nodes
@@ -483,7 +487,7 @@ func benchBandwidth(b *testing.B, n, sample int) {
 	before := make([]linkSnapshot, len(measured))
 	msgs0 := make([]float64, len(measured))
 	for i, nd := range measured {
-		before[i] = trs[i].c.snapshot()
+		before[i] = trs[i].snapshot()
 		msgs0[i] = gossipMessages(b, nd.reg)
 	}
 	drops0, busy0 := udpRcvbufErrors(), machineBusy()
@@ -506,7 +510,7 @@ func benchBandwidth(b *testing.B, n, sample int) {
 	var msgs float64
 	minAlive := n
 	for i, nd := range measured {
-		d := trs[i].c.snapshot().sub(before[i])
+		d := trs[i].snapshot().sub(before[i])
 		sum = linkSnapshot{sum.udpSentPkts + d.udpSentPkts, sum.udpSentBytes + d.udpSentBytes, sum.udpRecvPkts + d.udpRecvPkts,
 			sum.udpRecvBytes + d.udpRecvBytes, sum.tcpSentBytes + d.tcpSentBytes, sum.tcpRecvBytes + d.tcpRecvBytes, sum.tcpConns + d.tcpConns}
 		msgs += gossipMessages(b, nd.reg) - msgs0[i]
