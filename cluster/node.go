@@ -64,8 +64,9 @@ type Config struct {
 
 // defaultFlushGap is how long a node coalesces its changes after sending one
 // at once: at most one delta packet per peer per gap (200/s at 5ms). Packets,
-// more than bytes, cost the receivers: memberlist allocates 64 KiB for every
-// packet it reads. 5ms measured the best trade between that cost and
+// more than bytes, cost the receivers (each is decrypted and decoded; with
+// memberlist's NetTransport, before leanTransport, each also cost a 64 KiB
+// allocation). 5ms measured the best trade between that cost and
 // over-admission (BenchmarkOverAdmission in cmd/genai-gateway).
 const defaultFlushGap = 5 * time.Millisecond
 
