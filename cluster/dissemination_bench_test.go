@@ -20,24 +20,22 @@ var writeEvery = flag.Duration("cluster.writeevery", 25*time.Millisecond,
 
 var benchLoss = flag.Float64("cluster.loss", 0.01, "share of UDP packets the scale benchmarks lose")
 
-// lossyTransport is memberlist's NetTransport on 127.0.0.1 dropping a share
-// of the UDP packets it sends (streams are TCP: never lost, only slowed).
+// lossyTransport is the gateway's transport (leanTransport) on 127.0.0.1
+// dropping a share of the UDP packets it sends (streams are TCP: never lost,
+// only slowed).
 type lossyTransport struct {
-	*memberlist.NetTransport
+	*leanTransport
 	loss    float64
 	packets *atomic.Int64 // UDP packets handed to the network (dropped ones too)
 }
 
 func newLossyTransport(t testing.TB, loss float64, packets *atomic.Int64) *lossyTransport {
 	t.Helper()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{"127.0.0.1"},
-		Logger:    newStdLogger(testLogger(), nil, nil),
-	})
+	lt, err := newLeanTransport("127.0.0.1", 0, newStdLogger(testLogger(), nil, nil))
 	if err != nil {
-		t.Fatalf("net transport: %v", err)
+		t.Fatalf("transport: %v", err)
 	}
-	return &lossyTransport{NetTransport: nt, loss: loss, packets: packets}
+	return &lossyTransport{leanTransport: lt, loss: loss, packets: packets}
 }
 
 func (tr *lossyTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
@@ -45,7 +43,7 @@ func (tr *lossyTransport) WriteToAddress(b []byte, addr memberlist.Address) (tim
 	if rand.Float64() < tr.loss {
 		return time.Now(), nil // lost on the wire
 	}
-	return tr.NetTransport.WriteToAddress(b, addr)
+	return tr.leanTransport.WriteToAddress(b, addr)
 }
 
 func (tr *lossyTransport) WriteTo(b []byte, addr string) (time.Time, error) {
