@@ -130,8 +130,11 @@ func New(cfg Config, log zerolog.Logger, reg prometheus.Registerer) (*Node, erro
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if _, _, err := splitHostPort(cfg.Bind); err != nil {
+	if host, _, err := splitHostPort(cfg.Bind); err != nil {
 		return nil, fmt.Errorf("cluster bind: %w", err)
+	} else if net.ParseIP(host) == nil {
+		// The transport binds IPs: a name would listen on every interface.
+		return nil, fmt.Errorf("cluster bind: host %q is not an IP address (0.0.0.0 binds every interface)", host)
 	}
 	if cfg.Advertise != "" {
 		if _, _, err := splitHostPort(cfg.Advertise); err != nil {

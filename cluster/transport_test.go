@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,6 +257,17 @@ func BenchmarkTransportRecv(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestBindNeedsAnIP: a bind host that is a name is refused. The transport
+// binds IPs, and a name would have it listen on every interface, not only
+// the one the name stands for.
+func TestBindNeedsAnIP(t *testing.T) {
+	for _, bind := range []string{"localhost:0", "gossip.internal:7946", ":7946"} {
+		if _, err := New(Config{NodeName: "n", Bind: bind}, testLogger(), nil); err == nil || !strings.Contains(err.Error(), "not an IP address") {
+			t.Errorf("bind %q: got %v, want refused as not an IP address", bind, err)
 		}
 	}
 }

@@ -256,6 +256,9 @@ func (p *problems) globs(key string, patterns []string) {
 
 func (p *problems) cluster(c Cluster) {
 	p.hostPort("cluster.bind", c.Bind, true, true)
+	if host, _, err := net.SplitHostPort(c.Bind); err == nil && host != "" && net.ParseIP(host) == nil {
+		p.add("cluster.bind", "host must be an IP address, as in \"0.0.0.0:7946\" (every interface) or \"10.0.0.2:7946\"; got %s, and gossip binds IPs: a name would listen on every interface", quote(c.Bind))
+	}
 	if c.Advertise != "" {
 		p.hostPort("cluster.advertise", c.Advertise, true, false)
 	}

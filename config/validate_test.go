@@ -88,6 +88,7 @@ func TestValidate(t *testing.T) {
 		}, `rate_limit.overrides["bob@example.com"][0].limit`, "> 0"},
 		{"cluster.bind", func(c *Config) { c.Cluster.Bind = "7946" }, "cluster.bind", "host:port"},
 		{"cluster.bind no host", func(c *Config) { c.Cluster.Bind = ":7946" }, "cluster.bind", "must name a host"},
+		{"cluster.bind a name", func(c *Config) { c.Cluster.Bind = "localhost:7946" }, "cluster.bind", "must be an IP address"},
 		{"cluster.advertise", func(c *Config) { c.Cluster.Advertise = "10.0.0.1" }, "cluster.advertise", "host:port"},
 		{"cluster.join", func(c *Config) { c.Cluster.Join = []string{"10.0.0.2:7946", "peer"} }, "cluster.join[1]", "host:port"},
 		{"cluster.join port 0", func(c *Config) { c.Cluster.Join = []string{"peer:0"} }, "cluster.join[0]", "port"},
