@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -177,6 +178,10 @@ func TestFallbackNotTaken(t *testing.T) {
 				t.Errorf("%s: charged %d for a failed request, want 0", name, got)
 			}
 		}
+		// The fallback's upstream was picked, then given back.
+		if inflight := gauges(t, e, "genai_gateway_upstream_in_flight"); inflight["upstream=big"]+inflight["upstream=small"] != 0 {
+			t.Errorf("in flight after the request: %v, want 0", inflight)
+		}
 	})
 	t.Run("the key may not call it", func(t *testing.T) {
 		big, small := newFlaky(t, mode503), newFakeLLM(t)
@@ -290,5 +295,35 @@ func TestFallbackAcrossProviders(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(pe.p.m.promptByUserModel.WithLabelValues("ann", "claude-opus-4")); got != 0 {
 		t.Errorf("metered under the requested claude-opus-4: %v", got)
+	}
+}
+
+// TestFallbackOnTheSameUpstream: one upstream (a local vLLM, say) serves
+// both a model and its fallback, with max_in_flight 1. When the model
+// answers 503 the fallback goes to the same upstream: the failed attempt
+// gives its slot back before the fallback takes one.
+func TestFallbackOnTheSameUpstream(t *testing.T) {
+	up := newFakeLLM(t)
+	inner := up.srv.Config.Handler
+	up.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if gjson.GetBytes(body, "model").Str == "gpt-4o" {
+			failWith(http.StatusServiceUnavailable)(w, r)
+			return
+		}
+		r.Body = io.NopCloser(strings.NewReader(string(body)))
+		inner.ServeHTTP(w, r)
+	})
+	cfg := poolConfig(route.NamePriority, up.srv.URL)
+	cfg.Upstreams[0].Models, cfg.Upstreams[0].MaxInFlight = []string{"gpt-4o", "gpt-4o-mini"}, 1
+	cfg.Routing.Fallbacks = map[string][]string{"gpt-4o": {"gpt-4o-mini"}}
+	e := newEnv(t, cfg, nil)
+	resp, got := e.post(t, routeChat, poolChat, "user", "bob")
+	e.idle(t)
+	if resp.StatusCode != 200 || gjson.GetBytes(got, "model").Str != "gpt-4o-mini" {
+		t.Errorf("status %d, body %s: want gpt-4o-mini's answer from the same upstream", resp.StatusCode, got)
+	}
+	if inflight := gauges(t, e, "genai_gateway_upstream_in_flight"); inflight["upstream=up0"] != 0 {
+		t.Errorf("in flight after the request: %v, want 0", inflight)
 	}
 }

@@ -416,25 +416,38 @@ func (m *metered) retry(o route.Outcome) bool {
 
 // fallback moves the request to the next of its model fallbacks (see
 // switchModel) once its model's pool failed with o, an outcome routing
-// retries, and retry found no upstream or no retry left.
+// retries, and retry found no upstream or no retry left. The failed
+// attempt is reported and its slot given back first: the fallback model
+// may be served by the same upstream (a full one must count this request
+// out, a 429 must cool it first). When no fallback is taken, its answer
+// is still the one the client gets.
 func (m *metered) fallback(o route.Outcome) bool {
-	if m.pool == nil || !m.rt.table.Fails(o) {
+	if m.pool == nil || !m.rt.table.Fails(o) || len(m.fallbacks()) <= m.fb {
 		return false
 	}
-	prev, up, model, ra := m.slot, m.up, m.ex.model, m.retryAfter(o)
+	up, model := m.up, m.ex.model
+	m.report(o)
+	m.rt.table.Release(m.slot)
+	m.slot = route.Slot{}
 	if !m.switchModel() {
 		return false
 	}
-	m.abandon(prev, up, model, o, ra)
+	m.discard(up, model, o)
 	return true
 }
 
 // abandon ends the failed attempt on slot s of upstream up, for model,
-// that another attempt replaces: it is reported and recorded, its slot
-// given back and its response discarded.
+// that another attempt replaces: it is reported, its slot given back, and
+// it is recorded and its response discarded (discard).
 func (m *metered) abandon(s route.Slot, up *upstream, model string, o route.Outcome, ra time.Duration) {
 	m.rt.table.Report(s, o, ra)
 	m.rt.table.Release(s)
+	m.discard(up, model, o)
+}
+
+// discard records the failed attempt on upstream up, for model, and drops
+// its response.
+func (m *metered) discard(up *upstream, model string, o route.Outcome) {
 	m.ex.tried = append(m.ex.tried, attempt{upstream: up.Name, model: model, outcome: o})
 	if m.ex.reason != "" {
 		m.p.m.upstreamErrors.WithLabelValues(up.Name, m.ex.reason).Inc()
