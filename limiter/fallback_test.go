@@ -104,3 +104,64 @@ func TestFallbackChargesEachLimitOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestFallbackTopsUpHeldBudget: a dollar budget the request already holds
+// is checked again when a fallback prices it dearer: a fallback to a model
+// the budget would refuse is refused, and an admitted one is settled once,
+// at the answering model's price.
+func TestFallbackTopsUpHeldBudget(t *testing.T) {
+	newLimiter := func(t *testing.T) (*Limiter, *mapStore) {
+		s := newMapStore()
+		l, err := New(Policy{Enabled: true, Prices: testPrices, Limits: []Limit{
+			{Name: "budget", Metric: MetricCostUSD, Limit: NanoUSD(10), Window: time.Hour},
+		}}, s, Options{}, zerolog.Nop(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, s
+	}
+	t.Run("refused when the dearer estimate does not fit", func(t *testing.T) {
+		l, s := newLimiter(t)
+		spent, err := l.Admit("alice", "gpt-4o", Tokens(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spent.Settle(Usage{PromptTokens: 3_960_000}) // $9.90 at $2.50 per million
+		if _, err := l.Admit("alice", "gpt-4o", Tokens(100_000)); err == nil {
+			t.Fatal("gpt-4o for $0.25 admitted with $0.10 left")
+		}
+		r, err := l.Admit("alice", "gpt-4o-mini", Tokens(100_000)) // $0.015
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rej *Rejection
+		if _, err := l.Fallback(r, "alice", "gpt-4o", Tokens(100_000)); !errors.As(err, &rej) || rej.Limit != "budget" {
+			t.Fatalf("Fallback to gpt-4o ($0.25, $0.10 left): got %v, want refused by budget", err)
+		}
+		r.Release()
+		if got, want := s.total("budget"), NanoUSD(9.90); got != want {
+			t.Errorf("budget holds %d nano-dollars after the release, want %d", got, want)
+		}
+	})
+	t.Run("admitted and settled once", func(t *testing.T) {
+		l, s := newLimiter(t)
+		r, err := l.Admit("alice", "gpt-4o-mini", Tokens(100_000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Fallback(r, "alice", "gpt-4o", Tokens(100_000)); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := s.total("budget"), tokenCost(100_000, NanoUSD(2.5)); got != want {
+			t.Errorf("reserved %d nano-dollars, want gpt-4o's estimate %d", got, want)
+		}
+		if c, ok := r.TightestCost(); !ok || c.Remaining != NanoUSD(10)-tokenCost(100_000, NanoUSD(2.5)) {
+			t.Errorf("headroom %+v, want what gpt-4o's estimate leaves", c)
+		}
+		u := Usage{PromptTokens: 80_000, CompletionTokens: 1000}
+		r.Settle(u)
+		if got, want := s.total("budget"), tokenCost(80_000, NanoUSD(2.5))+tokenCost(1000, NanoUSD(10)); got != want {
+			t.Errorf("settled %d nano-dollars, want gpt-4o's price of the usage %d", got, want)
+		}
+	})
+}

@@ -169,7 +169,10 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 // another model, the one a model fallback sends it to: it checks and
 // reserves the limits that apply to model and not already to r, so a limit
 // that covers both models is charged once, and from then on r prices
-// cost_usd limits at model's price, the price of the model that answers.
+// cost_usd limits at model's price, the price of the model that answers. A
+// cost_usd limit r already holds is checked again for what the estimate
+// costs more at that price, and that much more is reserved, so a fallback
+// to a dearer model cannot pass a budget the model would be refused by.
 // It returns r extended (a new Reservation when r is nil), or the refusal
 // of the limits of model, leaving r as it was. Like Settle, it must not run
 // concurrently with the reservation's other methods.
@@ -205,27 +208,23 @@ func (l *Limiter) admit(r *Reservation, user, model string, est Estimate) (*Rese
 		applies = true
 		costs = costs || c.metric == MetricCostUSD
 	}
-	if r != nil && r.costs() {
-		costs = true // settled at this model's price from now on
-	}
+	heldCost := r != nil && r.costs()
 	var price *cprice
-	if costs {
+	if costs || heldCost { // held cost_usd limits: settled at this model's price from now on
 		if price = p.priceFor(model); price == nil {
 			p.unpriced.report(l.log, model)
 		}
 	}
-	if !applies {
-		if r != nil {
-			r.price = price
-		}
+	if !applies && !heldCost {
 		return r, nil
 	}
-	needEst := false
+	needEst := heldCost && price != nil // a dearer price tops the held budgets up
+
 	for i, c := range limits {
-		if (i < 64 && mask&(1<<i) != 0 || i >= 64 && c.matches(model) && !r.holds(c.name)) && c.usesPrompt(price) {
-			needEst = true
+		if needEst {
 			break
 		}
+		needEst = (i < 64 && mask&(1<<i) != 0 || i >= 64 && c.matches(model) && !r.holds(c.name)) && c.usesPrompt(price)
 	}
 	var e estimate
 	if needEst {
@@ -274,73 +273,104 @@ func (l *Limiter) admit(r *Reservation, user, model string, est Estimate) (*Rese
 }
 
 // check decides every limit that applies (bit i of mask, or matched again past 64) with the
-// user's stripe lock held, filling r.entries with what to reserve if all admit, and returns the
-// refusal to report (kind 0: admitted). While e is not exact it decides token limits on the
-// bound and returns undecided as soon as one does not fit: the caller then refines e and checks
-// again, so a refusal is never reported on a bound.
+// user's stripe lock held, filling r.entries past from with what to reserve if all admit, and
+// returns the refusal to report (kind 0: admitted). Extending a reservation (from > 0), it
+// also decides, for each cost_usd limit held, what the estimate costs at r.price beyond what is
+// held (a top-up entry). While e is not exact it decides token limits on the bound and returns
+// undecided as soon as one does not fit: the caller then refines e and checks again, so a
+// refusal is never reported on a bound.
 func (l *Limiter) check(limits []*climit, mask uint64, model, user string, e *estimate, r *Reservation, from int) (worst refusal, undecided bool) {
 	if from == 0 {
 		r.entries = r.inline[:0]
 	}
 	r.entries = r.entries[:from]
-	replicas := 0 // asked lazily
-	nowMs := l.now().UnixMilli()
+	st := checkState{nowMs: l.now().UnixMilli()}
 	for i, c := range limits {
 		if i < 64 && mask&(1<<i) == 0 || i >= 64 && (!c.matches(model) || r.holdsBefore(c.name, from)) {
 			continue
 		}
-		s := c.span(nowMs)
-		cur := l.store.Sum(c.name, user, s.start, s.size)
-		var prev int64
-		if !s.fixed {
-			prev = l.store.Sum(c.name, user, s.start-s.size, s.size)
-		}
-		used := slidingUsed(cur, prev, s)
-		need := c.need(e.decide, e.out, r.price)
-		open := c.open(need)
-		var kind refusalKind
-		target := int64(0) // the largest usage at which the request would fit
-		switch {
-		case need > c.limit:
-			kind = refusedTooLarge
-		case need > c.limit-used || open && used >= c.limit:
-			kind, target = refusedReached, c.limit-need
-			if open {
-				target = min(target, c.limit-1)
-			}
-		case c.escrow && used > c.escrowAt:
-			if replicas == 0 {
-				replicas = l.liveReplicas()
-			}
-			if replicas > 1 && !escrowAllows(c, used, need, replicas) {
-				kind, target = refusedShare, escrowTarget(c, need, replicas)
-				if target < 0 {
-					kind = refusedShareSize
-				}
-			}
-		}
-		if kind != 0 && c.usesPrompt(r.price) && !e.exact {
+		if l.checkOne(c, c.need(e.decide, e.out, r.price), c.need(e.reserve, e.out, r.price), false, user, e, r, &st, &worst) {
 			return refusal{}, true
 		}
-		if kind == 0 {
-			reserved := c.need(e.reserve, e.out, r.price)
-			r.entries = append(r.entries, entry{lim: c, start: s.start, size: s.size, reserved: reserved, used: used,
-				resetMs: resetAfter(cur+max(reserved, 1), prev, s),
-				urgent:  float64(satAdd(used, need)) >= l.urgentFraction*float64(c.limit)})
+	}
+	for k := range from {
+		h := r.entries[k]
+		if h.lim.metric != MetricCostUSD || h.topUp {
 			continue
 		}
-		f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, out: e.out, replicas: replicas}
-		if f.never() {
-			f.wait = time.Duration(s.size) * time.Millisecond
-		} else {
-			ms, _ := waitFor(cur, prev, s, target)
-			f.wait = time.Duration(ms) * time.Millisecond
+		held := r.reservedIn(h.lim.name, from)
+		need := h.lim.need(e.decide, e.out, r.price) - held
+		if need <= 0 {
+			continue
 		}
-		if worst.kind == 0 || f.worse(&worst) {
-			worst = f
+		reserve := max(h.lim.need(e.reserve, e.out, r.price)-held, 0)
+		if l.checkOne(h.lim, need, reserve, true, user, e, r, &st, &worst) {
+			return refusal{}, true
 		}
 	}
 	return worst, false
+}
+
+// checkState is what one check asks once and shares across its limits.
+type checkState struct {
+	nowMs    int64
+	replicas int // asked lazily: 0 until then
+}
+
+// checkOne decides one limit c for a request that needs need of it (on the
+// estimate as decided so far) and would reserve reserve: an entry appended
+// to r when it fits, else worst updated. It reports true, deciding nothing,
+// when c counts the prompt, refuses, and e is not exact yet.
+func (l *Limiter) checkOne(c *climit, need, reserve int64, topUp bool, user string, e *estimate, r *Reservation, st *checkState, worst *refusal) (undecided bool) {
+	s := c.span(st.nowMs)
+	cur := l.store.Sum(c.name, user, s.start, s.size)
+	var prev int64
+	if !s.fixed {
+		prev = l.store.Sum(c.name, user, s.start-s.size, s.size)
+	}
+	used := slidingUsed(cur, prev, s)
+	open := c.open(need)
+	var kind refusalKind
+	target := int64(0) // the largest usage at which the request would fit
+	switch {
+	case need > c.limit:
+		kind = refusedTooLarge
+	case need > c.limit-used || open && used >= c.limit:
+		kind, target = refusedReached, c.limit-need
+		if open {
+			target = min(target, c.limit-1)
+		}
+	case c.escrow && used > c.escrowAt:
+		if st.replicas == 0 {
+			st.replicas = l.liveReplicas()
+		}
+		if st.replicas > 1 && !escrowAllows(c, used, need, st.replicas) {
+			kind, target = refusedShare, escrowTarget(c, need, st.replicas)
+			if target < 0 {
+				kind = refusedShareSize
+			}
+		}
+	}
+	if kind != 0 && c.usesPrompt(r.price) && !e.exact {
+		return true
+	}
+	if kind == 0 {
+		r.entries = append(r.entries, entry{lim: c, start: s.start, size: s.size, reserved: reserve, used: used,
+			resetMs: resetAfter(cur+max(reserve, 1), prev, s), topUp: topUp,
+			urgent: float64(satAdd(used, need)) >= l.urgentFraction*float64(c.limit)})
+		return false
+	}
+	f := refusal{lim: c, kind: kind, cur: cur, prev: prev, s: s, used: used, need: need, out: e.out, replicas: st.replicas}
+	if f.never() {
+		f.wait = time.Duration(s.size) * time.Millisecond
+	} else {
+		ms, _ := waitFor(cur, prev, s, target)
+		f.wait = time.Duration(ms) * time.Millisecond
+	}
+	if worst.kind == 0 || f.worse(worst) {
+		*worst = f
+	}
+	return false
 }
 
 // liveReplicas returns Options.Replicas(), or 1 without it.

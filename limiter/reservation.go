@@ -42,6 +42,10 @@ type entry struct {
 	used     int64 // the user's sliding-window usage before this request
 	resetMs  int64 // time until the window forgets everything used so far, this request included
 	urgent   bool  // usage was near the limit at admission: changes go to peers at once
+	// topUp marks an entry a model fallback added to a cost_usd limit already
+	// held, for what the dearer price adds: its limit is settled once, by the
+	// first entry, against everything the entries of that limit reserved.
+	topUp bool
 }
 
 // add records delta for e in the store, at once when e is urgent.
@@ -69,6 +73,17 @@ func (r *Reservation) holdsBefore(name string, n int) bool {
 	return false
 }
 
+// reservedIn is what the first n entries reserved in the limit named name.
+func (r *Reservation) reservedIn(name string, n int) int64 {
+	var sum int64
+	for _, e := range r.entries[:n] {
+		if e.lim.name == name {
+			sum = satAdd(sum, e.reserved)
+		}
+	}
+	return sum
+}
+
 // costs reports whether r reserved in a cost_usd limit.
 func (r *Reservation) costs() bool {
 	for _, e := range r.entries {
@@ -91,6 +106,10 @@ func (r *Reservation) Settle(u Usage) {
 		return
 	}
 	for _, e := range r.entries {
+		if e.topUp {
+			continue // settled with its limit's first entry
+		}
+		reserved := e.reserved
 		var actual int64
 		switch e.lim.metric {
 		case MetricPromptTokens:
@@ -100,11 +119,11 @@ func (r *Reservation) Settle(u Usage) {
 		case MetricCompletionTokens:
 			actual = clampTokens(u.CompletionTokens)
 		case MetricCostUSD:
-			actual = r.price.cost(u)
+			actual, reserved = r.price.cost(u), r.reservedIn(e.lim.name, len(r.entries))
 		default: // requests: the 1 reserved is the truth
 			continue
 		}
-		if d := actual - e.reserved; d != 0 {
+		if d := actual - reserved; d != 0 {
 			r.add(e, d)
 		}
 	}
