@@ -23,6 +23,8 @@ func TestUserNamesKeepTheirCase(t *testing.T) {
 	}{
 		{"map form", "rate_limit:\n" + limits + "  overrides:\n    Alice: [{name: req, limit: 1}]\n    alice: [{name: req, limit: 2}]\n", nil},
 		{"list form", "rate_limit:\n" + limits + "  overrides:\n    - {user: Alice, limits: [{name: req, limit: 1}]}\n    - {user: alice, limits: [{name: req, limit: 2}]}\n", nil},
+		{"list form, keys in any case, a user from ${VAR}", "rate_limit:\n" + limits + "  overrides:\n    - {User: \"${FIRST}\", Limits: [{name: req, limit: 1}]}\n    - {user: alice, limits: [{name: req, limit: 2}]}\n",
+			[]string{"FIRST=Alice"}},
 		{"map form from the environment", "rate_limit:\n" + limits,
 			[]string{"GENAI_GATEWAY_RATE_LIMIT_OVERRIDES={Alice: [{name: req, limit: 1}], alice: [{name: req, limit: 2}]}"}},
 		{"list form from the environment", "rate_limit:\n" + limits,
@@ -57,6 +59,8 @@ func TestOverridesListFormErrors(t *testing.T) {
 			"rate_limit.overrides.bob", "more than once"},
 		{"entry without user", "rate_limit:\n  overrides: [{limits: []}]\n", "rate_limit.overrides", "not {user, limits}"},
 		{"unknown key in an entry", "rate_limit:\n  overrides: [{user: bob, limits: [], extra: 1}]\n", "rate_limit.overrides[0].extra", "unknown key"},
+		{"user given twice in an entry", "rate_limit:\n  overrides: [{user: bob, User: eve, limits: []}]\n", "rate_limit.overrides[0].User", "more than once"},
+		{"limits given twice in an entry", "rate_limit:\n  overrides: [{user: bob, limits: [], limits: []}]\n", "rate_limit.overrides[0].limits", "more than once"},
 		{"bad limit of a user with dots", "rate_limit:\n  overrides: [{user: b.o.b, limits: [{name: x, metric: requests, limit: abc, window: 1m}]}]\n",
 			`rate_limit.overrides["b.o.b"][0].limit`, `"abc" is not a number`},
 		{"unknown key in a user's limit", "rate_limit:\n  overrides: {Bob: [{name: x, metric: requests, limit: 1, window: 1m, windw: 1m}]}\n",

@@ -167,21 +167,35 @@ func (w *walker) value(n *yaml.Node, t reflect.Type, key string, depth int) any 
 		users := &yaml.Node{Kind: yaml.MappingNode}
 		for i, c := range n.Content {
 			var user, limits *yaml.Node
+			seen := map[string]bool{}
 			for _, p := range w.pairs(deref(c), key, 0) {
-				switch p.k.Value {
-				case "user":
+				name, k := strings.ToLower(p.k.Value), fmt.Sprintf("%s[%d].%s", key, i, p.k.Value)
+				switch {
+				case seen[name] && !p.merged:
+					w.fail(k, "key given more than once")
+				case seen[name]: // a merged key, overridden
+				case name == "user":
 					user = deref(p.v)
-				case "limits":
+				case name == "limits":
 					limits = p.v
 				default:
-					w.fail(fmt.Sprintf("%s[%d].%s", key, i, p.k.Value), "unknown key (an entry has user and limits)")
+					w.fail(k, "unknown key (an entry has user and limits)")
 				}
+				seen[name] = true
 			}
 			if user == nil || user.Kind != yaml.ScalarNode {
 				w.fail(key, fmt.Sprintf("must be a mapping of user names to lists of limits (or a list of {user, limits}); entry %d is not {user, limits}", i))
 				continue
 			}
-			users.Content = append(users.Content, user, limits)
+			// The user is a value here, expanded as values are, though it
+			// becomes a key of the map form.
+			u := *user
+			if w.vars != nil {
+				u.Value = expand(u.Value, w.vars, func(name string) {
+					w.l.warn(fmt.Sprintf("%s[%d].user: ${%s} is not set in the environment, it expands to \"\"", key, i, name))
+				})
+			}
+			users.Content = append(users.Content, &u, limits)
 		}
 		return w.value(users, t, key, depth)
 	}
