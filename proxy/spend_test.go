@@ -111,18 +111,25 @@ func TestMaxOutput(t *testing.T) {
 
 func TestUsageCachedTokens(t *testing.T) {
 	for _, tc := range []struct {
-		body         string
-		cached, want int64
+		body                  string
+		cached, written, want int64
 	}{
-		{`{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":4}}}`, 4, 10},
-		{`{"usage":{"input_tokens":10,"output_tokens":1,"input_tokens_details":{"cached_tokens":7}}}`, 7, 10},
-		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99}}}`, 10, 10}, // never more than the prompt
-		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":-3}}}`, 0, 10},
-		{`{"usage":{"prompt_tokens":10}}`, 0, 10},
+		{`{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":4}}}`, 4, 0, 10},
+		{`{"usage":{"input_tokens":10,"output_tokens":1,"input_tokens_details":{"cached_tokens":7}}}`, 7, 0, 10},
+		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":99}}}`, 10, 0, 10}, // never more than the prompt
+		{`{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":-3}}}`, 0, 0, 10},
+		{`{"usage":{"prompt_tokens":10}}`, 0, 0, 10},
+		// Anthropic's, as a Messages answer too large to hold is metered
+		// from its tail: input_tokens leaves the cache's tokens out.
+		{`{"usage":{"input_tokens":1000,"cache_creation_input_tokens":2000,"cache_read_input_tokens":9000,"output_tokens":5}}`, 9000, 2000, 12000},
+		{`{"usage":{"input_tokens":1000,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":5}}`, 0, 0, 1000},
 	} {
 		u, ok := extractUsage([]byte(tc.body))
-		if !ok || u.cached != tc.cached || u.prompt != tc.want {
-			t.Errorf("extractUsage(%s) = %+v, %v; want cached %d of prompt %d", tc.body, u, ok, tc.cached, tc.want)
+		if !ok || u.cached != tc.cached || u.written != tc.written || u.prompt != tc.want {
+			t.Errorf("extractUsage(%s) = %+v, %v; want cached %d and written %d of prompt %d", tc.body, u, ok, tc.cached, tc.written, tc.want)
+		}
+		if u, ok := usageFromTail([]byte(tc.body)); !ok || u.cached != tc.cached || u.written != tc.written || u.prompt != tc.want {
+			t.Errorf("usageFromTail(%s) = %+v, %v; want cached %d and written %d of prompt %d", tc.body, u, ok, tc.cached, tc.written, tc.want)
 		}
 	}
 }

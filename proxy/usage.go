@@ -53,6 +53,10 @@ type usage struct {
 // fraction is cut to its integer part, and a string, boolean, array or
 // object counts 0; each of these sets clamped. A missing figure or null
 // counts 0 without. ok is false when v is not a JSON object.
+//
+// An Anthropic usage object (cache_read_input_tokens,
+// cache_creation_input_tokens) counts its cache reads and writes in the
+// prompt, as the Messages route meters them.
 func usageFromObject(v gjson.Result) (u usage, ok bool) {
 	if !v.IsObject() {
 		return u, false
@@ -66,6 +70,15 @@ func usageFromObject(v gjson.Result) (u usage, ok bool) {
 		d = v.Get("input_tokens_details")
 	}
 	k, _ := tokenFigure(d.Get("cached_tokens"))
+	// Anthropic's usage object (a Messages answer too large to hold,
+	// metered from its tail): input_tokens counts only the prompt tokens
+	// neither read from nor written to the cache.
+	read, rc := tokenFigure(v.Get("cache_read_input_tokens"))
+	written, wc := tokenFigure(v.Get("cache_creation_input_tokens"))
+	if read > 0 || written > 0 {
+		p = min(p+read+written, maxUsageTokens)
+		return usage{prompt: p, completion: c, cached: read, written: written, clamped: pc || cc || rc || wc}, true
+	}
 	return usage{prompt: p, completion: c, cached: min(k, p), clamped: pc || cc}, true
 }
 
