@@ -9,14 +9,21 @@ import (
 
 // fillSpread puts keys keys in s, each written by one of writers replicas
 // (one slot per key): random 16-hex-digit users, three limits, two windows.
+// The windows are an hour long and outlive the benchmark: minute windows
+// expired under a run that crossed a minute's end, and the members then
+// dropped the keys they were still to hold.
 func fillSpread(s *Store, keys, writers int) {
 	r := rand.New(rand.NewPCG(5, 6))
-	w := window()
-	limits := []string{"prompt-hourly", "total-minute", "req-minute"}
-	ds := make([]slotDelta, 0, 1<<16)
+	const hour = 60 * minute
 	now := s.nowMs()
+	w := now / hour * hour
+	if w+hour-now < 10*minute { // the previous hour would expire within the run
+		w += hour
+	}
+	limits := []string{"prompt-hourly", "total-hourly", "req-hourly"}
+	ds := make([]slotDelta, 0, 1<<16)
 	for k := range keys {
-		ds = append(ds, slotDelta{limits[k%3], fmt.Sprintf("%016x", r.Uint64()), w - int64(k%2)*minute, minute,
+		ds = append(ds, slotDelta{limits[k%3], fmt.Sprintf("%016x", r.Uint64()), w - int64(k%2)*hour, hour,
 			fmt.Sprintf("gateway-%d/%08x", k%writers, k%writers*7919), 1 + r.Uint64N(100_000), r.Uint64N(5_000)})
 		if len(ds) == cap(ds) {
 			s.merge(ds, now)
