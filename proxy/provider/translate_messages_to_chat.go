@@ -263,24 +263,11 @@ func (t *rtranslator) field(key string, v gjson.Result) error {
 		}
 		t.maxTokens = n
 	case "temperature", "top_p":
-		if v.Type == gjson.Null {
-			return nil
-		}
-		if v.Type != gjson.Number || v.Num < 0 || v.Num > 1 {
-			return reqErr(key, "must be a number between 0 and 1, got %s", truncate(v.Raw))
-		}
-		if key == "temperature" {
-			t.out.Temperature = json.RawMessage(v.Raw)
-		} else {
-			t.out.TopP = json.RawMessage(v.Raw)
-		}
+		return sampling(key, v, "", &t.out.Temperature, &t.out.TopP)
 	case "stop_sequences":
 		return t.stopSequences(v)
 	case "stream":
-		if v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
-			return reqErr(key, "must be a boolean")
-		}
-		t.out.Stream = v.Type == gjson.True
+		return optBool(key, v, &t.out.Stream)
 	case "tools":
 		return t.tools(v)
 	case "tool_choice":

@@ -223,24 +223,11 @@ func (t *translator) field(key string, v gjson.Result, info *ChatRequest) error 
 			t.maxCompletion = n
 		}
 	case "temperature", "top_p":
-		if v.Type == gjson.Null {
-			return nil
-		}
-		if v.Type != gjson.Number || v.Num < 0 || v.Num > 1 {
-			return reqErr(key, "must be a number between 0 and 1 for Anthropic models, got %s", v.Raw)
-		}
-		if key == "temperature" {
-			t.out.Temperature = json.RawMessage(v.Raw)
-		} else {
-			t.out.TopP = json.RawMessage(v.Raw)
-		}
+		return sampling(key, v, " for Anthropic models", &t.out.Temperature, &t.out.TopP)
 	case "stop":
 		return t.stop(v)
 	case "stream":
-		if v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
-			return reqErr(key, "must be a boolean")
-		}
-		t.out.Stream = v.Type == gjson.True
+		return optBool(key, v, &t.out.Stream)
 	case "stream_options":
 		return streamOptions(v, info)
 	case "tools":
@@ -307,6 +294,33 @@ func acceptNoop(key string, v gjson.Result) error {
 	if !ok {
 		return reqErr(key, "value %s cannot be translated to the Anthropic Messages API", truncate(v.Raw))
 	}
+	return nil
+}
+
+// sampling reads temperature or top_p, the same in both APIs: null (unset)
+// or a number from 0 to 1, kept as written into *temperature or *topP.
+// where names the API a value out of range cannot be sent to.
+func sampling(key string, v gjson.Result, where string, temperature, topP *json.RawMessage) error {
+	if v.Type == gjson.Null {
+		return nil
+	}
+	if v.Type != gjson.Number || v.Num < 0 || v.Num > 1 {
+		return reqErr(key, "must be a number between 0 and 1%s, got %s", where, truncate(v.Raw))
+	}
+	if key == "temperature" {
+		*temperature = json.RawMessage(v.Raw)
+	} else {
+		*topP = json.RawMessage(v.Raw)
+	}
+	return nil
+}
+
+// optBool reads a boolean field that may be null (false) into *dst.
+func optBool(key string, v gjson.Result, dst *bool) error {
+	if v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
+		return reqErr(key, "must be a boolean")
+	}
+	*dst = v.Type == gjson.True
 	return nil
 }
 

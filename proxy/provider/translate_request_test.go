@@ -3,6 +3,7 @@ package provider
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -137,5 +138,21 @@ func TestTranslateChatRequestAccepts(t *testing.T) {
 			}
 			tt.check(t, m, info)
 		})
+	}
+}
+
+// TestRefusalEchoesBoundedValue: a refused value is quoted in the error at
+// most truncated, in both directions: a client's 100 KB temperature does
+// not come back whole in the 400, nor land in the access log.
+func TestRefusalEchoesBoundedValue(t *testing.T) {
+	huge := `"` + strings.Repeat("x", 100_000) + `"`
+	for _, translate := range []func([]byte) error{
+		func(b []byte) error { _, _, err := TranslateChatRequest(b); return err },
+		func(b []byte) error { _, _, err := TranslateMessagesRequest(b); return err },
+	} {
+		err := translate([]byte(`{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}],"temperature":` + huge + `}`))
+		if err == nil || !strings.Contains(err.Error(), "temperature") || len(err.Error()) > 300 {
+			t.Errorf("got a %d-byte error %.120q, want a refusal of temperature under 300 bytes", len(fmt.Sprint(err)), fmt.Sprint(err))
+		}
 	}
 }
