@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -116,6 +117,16 @@ func errBadJSON() *apiError {
 func errMissingModel() *apiError {
 	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest,
 		message: "You must provide a model parameter."}
+}
+
+// maxModelBytes bounds a request's model name. Real names are under 100
+// bytes; the name is quoted in errors, logged and routed by, so a client's
+// megabyte of model must not travel that far.
+const maxModelBytes = 256
+
+func errModelTooLong(n int) *apiError {
+	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_model",
+		message: fmt.Sprintf("The model name is %d bytes long; at most %d are accepted.", n, maxModelBytes)}
 }
 
 func errUnknownModel(model string) *apiError {

@@ -123,6 +123,9 @@ func (m *metered) prepare(route string) *apiError {
 	if model.Type != gjson.String || model.Str == "" {
 		return errMissingModel()
 	}
+	if len(model.Str) > maxModelBytes {
+		return errModelTooLong(len(model.Str))
+	}
 	m.ex.model = strings.Clone(model.Str) // labels and maps must not keep the body alive
 	if !m.who.allows(m.ex.model) {
 		return errModelNotAllowed(m.ex.model)

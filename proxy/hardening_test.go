@@ -166,6 +166,25 @@ func TestHardeningDuplicateKeys(t *testing.T) {
 	}
 }
 
+// TestHardeningLongModel: a megabyte of model name is refused with a 400
+// that does not quote it, before it is routed, logged whole or sent on.
+func TestHardeningLongModel(t *testing.T) {
+	up := newFakeLLM(t)
+	e := newEnv(t, upstreams(up), nil)
+	model := strings.Repeat("m", 1<<20)
+	resp, b := e.post(t, routeChat, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}]}`)
+	wantAPIError(t, resp, b, http.StatusBadRequest, "invalid_model")
+	if len(b) > 1024 {
+		t.Errorf("error body of %d bytes, want the name left out", len(b))
+	}
+	if got := up.hits.Load(); got != 0 {
+		t.Errorf("upstream hits: got %d, want 0", got)
+	}
+	if n := len(e.logs.String()); n > 4096 {
+		t.Errorf("access log of %d bytes for one refused request, want the name left out", n)
+	}
+}
+
 // TestHardeningUserHeader (findings 5 and medium 8): user values with an
 // invalid UTF-8 byte or a NUL are served, metered and logged; values are
 // capped at 256 bytes.
