@@ -16,16 +16,12 @@ func (t *translator) messages(v gjson.Result) error {
 	if !v.IsArray() {
 		return reqErr("messages", "must be an array")
 	}
-	var err error
-	i := 0
 	prevTool := false // the last output message holds tool results
-	v.ForEach(func(_, m gjson.Result) bool {
-		param := "messages[" + strconv.Itoa(i) + "]"
-		i++
+	n, err := each("messages", v, func(param string, m gjson.Result) (err error) {
 		prevTool, err = t.message(param, m, prevTool)
-		return err == nil
+		return err
 	})
-	if err == nil && i == 0 {
+	if err == nil && n == 0 {
 		err = reqErr("messages", "must not be empty")
 	}
 	return err
@@ -125,26 +121,20 @@ func textParts(param string, content gjson.Result, refusals bool) ([]msgText, er
 		return nil, reqErr(param, "must be a string or an array of text parts")
 	}
 	var out []msgText
-	var err error
-	j := 0
-	content.ForEach(func(_, p gjson.Result) bool {
-		pp := param + "[" + strconv.Itoa(j) + "]"
-		j++
+	_, err := each(param, content, func(pp string, p gjson.Result) error {
 		typ := p.Get("type").Str
 		field := "text"
 		if refusals && typ == "refusal" {
 			field = "refusal"
 		} else if typ != "text" {
-			err = reqErr(pp+".type", "only text parts can be translated here, got %s", truncate(p.Get("type").Raw))
-			return false
+			return reqErr(pp+".type", "only text parts can be translated here, got %s", truncate(p.Get("type").Raw))
 		}
-		text, e := partField(pp, p, field)
-		if e != nil {
-			err = e
-			return false
+		text, err := partField(pp, p, field)
+		if err != nil {
+			return err
 		}
 		out = append(out, msgText{Type: "text", Text: json.RawMessage(text.Raw)})
-		return true
+		return nil
 	})
 	return out, err
 }
@@ -180,26 +170,24 @@ func userContent(param string, content gjson.Result) (any, error) {
 		return nil, reqErr(param, "must be a string or an array of content parts")
 	}
 	blocks := []any{}
-	var err error
-	j := 0
-	content.ForEach(func(_, p gjson.Result) bool {
-		pp := param + "[" + strconv.Itoa(j) + "]"
-		j++
+	_, err := each(param, content, func(pp string, p gjson.Result) error {
 		switch typ := p.Get("type"); typ.Str {
 		case "text":
-			var text gjson.Result
-			if text, err = partField(pp, p, "text"); err == nil {
-				blocks = append(blocks, msgText{Type: "text", Text: json.RawMessage(text.Raw)})
+			text, err := partField(pp, p, "text")
+			if err != nil {
+				return err
 			}
+			blocks = append(blocks, msgText{Type: "text", Text: json.RawMessage(text.Raw)})
 		case "image_url":
-			var img msgImage
-			if img, err = imagePart(pp, p); err == nil {
-				blocks = append(blocks, img)
+			img, err := imagePart(pp, p)
+			if err != nil {
+				return err
 			}
+			blocks = append(blocks, img)
 		default:
-			err = reqErr(pp+".type", "content part type %s cannot be translated to the Anthropic Messages API", truncate(typ.Raw))
+			return reqErr(pp+".type", "content part type %s cannot be translated to the Anthropic Messages API", truncate(typ.Raw))
 		}
-		return err == nil
+		return nil
 	})
 	return blocks, err
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -355,16 +354,12 @@ func (t *rtranslator) systemPrompt(v gjson.Result) error {
 	case !v.IsArray():
 		return reqErr("system", "must be a string or an array of text blocks")
 	}
-	var err error
-	i := 0
-	v.ForEach(func(_, b gjson.Result) bool {
-		param := "system[" + strconv.Itoa(i) + "]"
-		i++
-		var p chatTextPart
-		if p, err = textBlock(param, b); err == nil {
+	_, err := each("system", v, func(param string, b gjson.Result) error {
+		p, err := textBlock(param, b)
+		if err == nil {
 			t.system = append(t.system, p)
 		}
-		return err == nil
+		return err
 	})
 	return err
 }
@@ -411,16 +406,12 @@ func (t *rtranslator) tools(v gjson.Result) error {
 	if !v.IsArray() {
 		return reqErr("tools", "must be an array")
 	}
-	var err error
-	i := 0
-	v.ForEach(func(_, tool gjson.Result) bool {
-		param := "tools[" + strconv.Itoa(i) + "]"
-		i++
-		var out chatOutTool
-		if out, err = clientTool(param, tool); err == nil {
+	_, err := each("tools", v, func(param string, tool gjson.Result) error {
+		out, err := clientTool(param, tool)
+		if err == nil {
 			t.out.Tools = append(t.out.Tools, out)
 		}
-		return err == nil
+		return err
 	})
 	return err
 }

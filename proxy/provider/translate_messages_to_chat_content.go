@@ -3,7 +3,6 @@ package provider
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -17,15 +16,8 @@ func (t *rtranslator) messages(v gjson.Result) error {
 	if !v.IsArray() {
 		return reqErr("messages", "must be an array")
 	}
-	var err error
-	i := 0
-	v.ForEach(func(_, m gjson.Result) bool {
-		param := "messages[" + strconv.Itoa(i) + "]"
-		i++
-		err = t.message(param, m)
-		return err == nil
-	})
-	if err == nil && i == 0 {
+	n, err := each("messages", v, t.message)
+	if err == nil && n == 0 {
 		err = reqErr("messages", "must not be empty")
 	}
 	return err
@@ -80,35 +72,34 @@ func (t *rtranslator) userMessage(param string, content gjson.Result) error {
 			parts = nil
 		}
 	}
-	var err error
-	j := 0
-	content.ForEach(func(_, b gjson.Result) bool {
-		pp := param + "[" + strconv.Itoa(j) + "]"
-		j++
+	n, err := each(param, content, func(pp string, b gjson.Result) error {
 		switch typ := b.Get("type"); typ.Str {
 		case "text":
-			var p chatTextPart
-			if p, err = textBlock(pp, b); err == nil {
-				parts = append(parts, p)
+			p, err := textBlock(pp, b)
+			if err != nil {
+				return err
 			}
+			parts = append(parts, p)
 		case "image":
-			var p chatImagePart
-			if p, err = imageBlock(pp, b); err == nil {
-				parts = append(parts, p)
+			p, err := imageBlock(pp, b)
+			if err != nil {
+				return err
 			}
+			parts = append(parts, p)
 		case "tool_result":
 			flush()
-			var msg chatOutMessage
-			if msg, err = toolResultBlock(pp, b); err == nil {
-				t.out.Messages = append(t.out.Messages, msg)
+			msg, err := toolResultBlock(pp, b)
+			if err != nil {
+				return err
 			}
+			t.out.Messages = append(t.out.Messages, msg)
 		default:
-			err = reqErr(pp+".type", "content block type %s cannot be translated to the chat completions API", truncate(typ.Raw))
+			return reqErr(pp+".type", "content block type %s cannot be translated to the chat completions API", truncate(typ.Raw))
 		}
-		return err == nil
+		return nil
 	})
 	flush()
-	if err == nil && j == 0 {
+	if err == nil && n == 0 {
 		// No blocks: an empty turn, as the client sent it.
 		t.out.Messages = append(t.out.Messages, chatOutMessage{Role: "user", Content: json.RawMessage(`""`)})
 	}
@@ -231,21 +222,16 @@ func toolResultBlock(param string, b gjson.Result) (chatOutMessage, error) {
 		}
 		parts = append(parts, chatTextPart{Type: "text", Text: json.RawMessage(content.Raw)})
 	case content.IsArray():
-		j := 0
-		content.ForEach(func(_, c gjson.Result) bool {
-			pp := param + ".content[" + strconv.Itoa(j) + "]"
-			j++
+		if _, err := each(param+".content", content, func(pp string, c gjson.Result) error {
 			if typ := c.Get("type"); typ.Str != "text" {
-				err = reqErr(pp+".type", "a tool result holding %s cannot be translated: chat completions tool messages hold text only", truncate(typ.Raw))
-				return false
+				return reqErr(pp+".type", "a tool result holding %s cannot be translated: chat completions tool messages hold text only", truncate(typ.Raw))
 			}
-			var p chatTextPart
-			if p, err = textBlock(pp, c); err == nil {
+			p, err := textBlock(pp, c)
+			if err == nil {
 				parts = append(parts, p)
 			}
-			return err == nil
-		})
-		if err != nil {
+			return err
+		}); err != nil {
 			return msg, err
 		}
 	default:
@@ -268,30 +254,27 @@ func (t *rtranslator) assistantMessage(param string, content gjson.Result) error
 	}
 	var texts []any
 	msg := chatOutMessage{Role: "assistant"}
-	var err error
-	j := 0
-	content.ForEach(func(_, b gjson.Result) bool {
-		pp := param + "[" + strconv.Itoa(j) + "]"
-		j++
+	if _, err := each(param, content, func(pp string, b gjson.Result) error {
 		switch typ := b.Get("type"); typ.Str {
 		case "text":
-			var p chatTextPart
-			if p, err = textBlock(pp, b); err == nil {
-				texts = append(texts, p)
+			p, err := textBlock(pp, b)
+			if err != nil {
+				return err
 			}
+			texts = append(texts, p)
 		case "tool_use":
-			var tu chatOutToolUse
-			if tu, err = toolUseBlock(pp, b); err == nil {
-				msg.ToolCalls = append(msg.ToolCalls, tu)
+			tu, err := toolUseBlock(pp, b)
+			if err != nil {
+				return err
 			}
+			msg.ToolCalls = append(msg.ToolCalls, tu)
 		case "thinking", "redacted_thinking":
-			err = reqErr(pp+".type", "thinking blocks cannot be translated to the chat completions API")
+			return reqErr(pp+".type", "thinking blocks cannot be translated to the chat completions API")
 		default:
-			err = reqErr(pp+".type", "content block type %s cannot be translated to the chat completions API", truncate(typ.Raw))
+			return reqErr(pp+".type", "content block type %s cannot be translated to the chat completions API", truncate(typ.Raw))
 		}
-		return err == nil
-	})
-	if err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
 	switch {

@@ -324,6 +324,18 @@ func optBool(key string, v gjson.Result, dst *bool) error {
 	return nil
 }
 
+// each calls fn for every element of the array arr with its parameter
+// path, param[i], stopping at the first error, and returns how many
+// elements it visited and that error.
+func each(param string, arr gjson.Result, fn func(p string, v gjson.Result) error) (n int, err error) {
+	arr.ForEach(func(_, v gjson.Result) bool {
+		err = fn(param+"["+strconv.Itoa(n)+"]", v)
+		n++
+		return err == nil
+	})
+	return n, err
+}
+
 func truncate(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "..."
@@ -405,15 +417,10 @@ func (t *translator) tools(v gjson.Result) error {
 	if !v.IsArray() {
 		return reqErr("tools", "must be an array")
 	}
-	var err error
-	i := 0
-	v.ForEach(func(_, tool gjson.Result) bool {
-		param := "tools[" + strconv.Itoa(i) + "]"
-		i++
-		var out msgTool
-		out, err = translateTool(param, tool)
+	_, err := each("tools", v, func(param string, tool gjson.Result) error {
+		out, err := translateTool(param, tool)
 		t.out.Tools = append(t.out.Tools, out)
-		return err == nil
+		return err
 	})
 	return err
 }
