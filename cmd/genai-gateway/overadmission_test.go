@@ -2,12 +2,8 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,46 +24,11 @@ func BenchmarkOverAdmission(b *testing.B) {
 		{Name: "tokens", Metric: "total_tokens", Limit: tokenLimit, Window: time.Hour, Models: []string{"tok-*"}},
 		{Name: "requests", Metric: "requests", Limit: requestLimit, Window: time.Hour, Models: []string{"req-*"}},
 	})
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	b.Cleanup(client.CloseIdleConnections)
-
-	// run sends from 24 workers (8 per replica) until every replica refuses, and returns what
-	// the upstream served for the user: tokens (4 prompt + 5 completion each) and requests.
+	// run floods the cluster until every replica refuses, and returns what the upstream served
+	// for the user: tokens (4 prompt + 5 completion each) and requests.
 	run := func(user, model string) (tokens, requests int64) {
-		body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hello there general kenobi"}],"max_tokens":5}`, model)
-		var ok atomic.Int64
-		var wg sync.WaitGroup
-		for w := range 24 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				url := "http://" + apps[w%3].ProxyAddr() + "/v1/chat/completions"
-				refused := 0
-				for refused < 20 {
-					req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-					req.Header.Set("user", user)
-					resp, err := client.Do(req)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					switch resp.StatusCode {
-					case http.StatusOK:
-						ok.Add(1)
-						refused = 0
-					case http.StatusTooManyRequests:
-						refused++
-					default:
-						b.Errorf("status %d", resp.StatusCode)
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		return ok.Load() * 9, ok.Load()
+		ok := flood(b, apps, user, model)
+		return ok * 9, ok
 	}
 
 	var tokRatio, reqRatio, tokMax, reqMax float64

@@ -134,7 +134,7 @@ func spendCluster(tb testing.TB, n int, upstream string, limits []config.Limit, 
 	return apps
 }
 
-// Each request of floodBudget costs exactly $0.009: the mock counts 4 prompt words and answers
+// Each request of flood costs exactly $0.009: the mock counts 4 prompt words and answers
 // max_tokens (5) words, and the model is priced $1,000 per million tokens both ways.
 const (
 	spendPerRequest = 0.009
@@ -143,12 +143,13 @@ const (
 
 var spendPrices = []config.Price{{Models: []string{"spend-*"}, Input: 1000, Output: 1000}}
 
-// floodBudget sends from 24 workers (8 per replica) until every worker has been refused 20
-// times in a row, and returns the requests served.
-func floodBudget(tb testing.TB, apps []*App, user string) int64 {
+// flood sends chat requests for model as user (4 prompt and 5 completion tokens at the mock)
+// from 24 workers spread over the replicas until every worker has been refused 20 times in a
+// row, and returns the requests served.
+func flood(tb testing.TB, apps []*App, user, model string) int64 {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	defer client.CloseIdleConnections()
-	body := `{"model":"spend-model","messages":[{"role":"user","content":"hello there general kenobi"}],"max_tokens":5}`
+	body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hello there general kenobi"}],"max_tokens":5}`, model)
 	var ok atomic.Int64
 	var wg sync.WaitGroup
 	for w := range 24 {
@@ -218,7 +219,7 @@ func TestDollarBudgetThreeReplicas(t *testing.T) {
 	apps := spendCluster(t, 3, upstream.URL, []config.Limit{
 		{Name: "monthly-budget", Metric: config.MetricCostUSD, Limit: spendBudget, Calendar: config.CalendarMonth},
 	}, spendPrices)
-	served := floodBudget(t, apps, "spender")
+	served := flood(t, apps, "spender", "spend-model")
 	spent := float64(served) * spendPerRequest
 	ratio := spent / spendBudget
 	t.Logf("served %d requests: $%.3f of a $%.2f budget, %.3f x the budget", served, spent, spendBudget, ratio)
@@ -261,7 +262,7 @@ func BenchmarkDollarBudgetOverAdmission(b *testing.B) {
 	var sum, worst float64
 	n := 0
 	for b.Loop() {
-		r := float64(floodBudget(b, apps, fmt.Sprintf("spender-%d", n))) * spendPerRequest / spendBudget
+		r := float64(flood(b, apps, fmt.Sprintf("spender-%d", n), "spend-model")) * spendPerRequest / spendBudget
 		sum += r
 		worst = max(worst, r)
 		n++
