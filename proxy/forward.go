@@ -533,13 +533,8 @@ func (m *metered) whole(ctx *fasthttp.RequestCtx, ok bool, size int) *apiError {
 // API answer: a chat completion, or the upstream's error in OpenAI's shape.
 // An answer larger than maxHeldBody or not a Messages response gets 502.
 func (m *metered) translated(ctx *fasthttp.RequestCtx, ok bool) *apiError {
-	buf, err := m.readHeld()
-	if err != nil {
-		aerr, reason := upstreamFailure(err, true)
-		if errors.Is(err, errHeldTooLarge) {
-			aerr.message = "The upstream's answer is too large to translate."
-		}
-		m.ex.reason, m.ex.err = reason, err
+	buf, aerr := m.readToTranslate()
+	if aerr != nil {
 		return aerr
 	}
 	out, aerr := m.translateBody(buf, ok)

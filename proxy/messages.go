@@ -122,17 +122,5 @@ func (m *metered) translateStream(cw *coalescer) (rerr, werr error) {
 	c := newSSECopier(m.bufs, kindChat, false, m)
 	c.xl = chat
 	rerr, werr = c.copy(cw, cw.flush)
-	if werr == nil && !chat.Done() {
-		msg := errStreamBrokeOff
-		if errors.Is(rerr, errEventTooLarge) {
-			msg = "An upstream event was larger than the gateway translates."
-		}
-		werr = chat.Fail("api_error", msg)
-	}
-	if u, ok := chat.Usage(); ok {
-		m.setUsage(fromProvider(u))
-	} else {
-		m.ex.prompt, m.ex.completion = m.est.estimate(), chat.CompletionTokens()
-	}
-	return rerr, werr
+	return rerr, m.endTranslated(chat, rerr, werr)
 }

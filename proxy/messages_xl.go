@@ -35,6 +35,51 @@ type eventTranslator interface {
 	Event(name string, data []byte) error
 }
 
+// streamTranslator is an eventTranslator that ends its stream and meters
+// it (provider.ChatStream, provider.MessagesStream).
+type streamTranslator interface {
+	eventTranslator
+	Done() bool
+	Fail(typ, message string) error
+	Usage() (provider.Usage, bool)
+	CompletionTokens() int64
+}
+
+// endTranslated ends a translated stream that the copy left with rerr and
+// werr: one the upstream broke off (or sent an event too large in) gets the
+// error event of the client's API, and the request is metered from the
+// upstream's usage, else from the estimate and the text that streamed.
+func (m *metered) endTranslated(st streamTranslator, rerr, werr error) error {
+	if werr == nil && !st.Done() {
+		msg := errStreamBrokeOff
+		if errors.Is(rerr, errEventTooLarge) {
+			msg = "An upstream event was larger than the gateway translates."
+		}
+		werr = st.Fail("api_error", msg)
+	}
+	if u, ok := st.Usage(); ok {
+		m.setUsage(fromProvider(u))
+	} else {
+		m.ex.prompt, m.ex.completion = m.est.estimate(), st.CompletionTokens()
+	}
+	return werr
+}
+
+// readToTranslate reads the whole upstream answer to translate; a read
+// that fails, or an answer larger than maxHeldBody, is the 502 returned.
+func (m *metered) readToTranslate() ([]byte, *apiError) {
+	buf, err := m.readHeld()
+	if err == nil {
+		return buf, nil
+	}
+	aerr, reason := upstreamFailure(err, true)
+	if errors.Is(err, errHeldTooLarge) {
+		aerr.message = "The upstream's answer is too large to translate."
+	}
+	m.ex.reason, m.ex.err = reason, err
+	return nil, aerr
+}
+
 // errUntranslatableMessages answers a Messages request that cannot be
 // expressed as a chat completions request (400, in Anthropic's shape on
 // this route), naming the field.
@@ -109,13 +154,8 @@ func openAICredential(h *fasthttp.RequestHeader, up *upstream, authed bool) {
 // usage, or the upstream's error in Anthropic's shape. An answer larger
 // than maxHeldBody or not a chat completion gets 502.
 func (m *metered) reverseWhole(ctx *fasthttp.RequestCtx, ok bool) *apiError {
-	buf, err := m.readHeld()
-	if err != nil {
-		aerr, reason := upstreamFailure(err, true)
-		if errors.Is(err, errHeldTooLarge) {
-			aerr.message = "The upstream's answer is too large to translate."
-		}
-		m.ex.reason, m.ex.err = reason, err
+	buf, aerr := m.readToTranslate()
+	if aerr != nil {
 		return aerr
 	}
 	// The grown buffer serves the next response too (it is not kept
@@ -158,18 +198,7 @@ func (m *metered) reverseStream(cw *coalescer) (rerr, werr error) {
 		// The answer was complete; the upstream just sent no [DONE].
 		werr = ms.Event("", []byte("[DONE]"))
 	}
-	if werr == nil && !ms.Done() {
-		msg := errStreamBrokeOff
-		if errors.Is(rerr, errEventTooLarge) {
-			msg = "An upstream event was larger than the gateway translates."
-		}
-		werr = ms.Fail("api_error", msg)
-	}
-	if u, ok := ms.Usage(); ok {
-		m.setUsage(fromProvider(u))
-	} else {
-		m.ex.prompt, m.ex.completion = m.est.estimate(), ms.CompletionTokens()
-	}
+	werr = m.endTranslated(ms, rerr, werr)
 	m.bufs.keep(c.ev, c.text, c.tail)
 	return rerr, werr
 }
