@@ -81,18 +81,7 @@ func translateMessages(body []byte, countOnly bool) ([]byte, MessagesRequest, er
 		return nil, info, reqErr("", "body must be a JSON object")
 	}
 	var t rtranslator
-	var err error
-	var seen []string
-	root.ForEach(func(k, v gjson.Result) bool {
-		if slices.Contains(seen, k.Str) {
-			err = reqErr(k.Str, "repeated key")
-			return false
-		}
-		seen = append(seen, k.Str)
-		err = t.field(k.Str, v)
-		return err == nil
-	})
-	if err != nil {
+	if err := eachField(root, t.field); err != nil {
 		return nil, info, err
 	}
 	switch {

@@ -73,18 +73,7 @@ func TranslateChatRequest(body []byte) ([]byte, ChatRequest, error) {
 		return nil, info, reqErr("", "body must be a JSON object")
 	}
 	t := translator{out: msgRequest{MaxTokens: DefaultMaxTokens}}
-	var err error
-	var seen []string
-	root.ForEach(func(k, v gjson.Result) bool {
-		if slices.Contains(seen, k.Str) {
-			err = reqErr(k.Str, "repeated key")
-			return false
-		}
-		seen = append(seen, k.Str)
-		err = t.field(k.Str, v, &info)
-		return err == nil
-	})
-	if err != nil {
+	if err := eachField(root, func(k string, v gjson.Result) error { return t.field(k, v, &info) }); err != nil {
 		return nil, info, err
 	}
 	if t.out.Model == "" {
@@ -322,6 +311,40 @@ func optBool(key string, v gjson.Result, dst *bool) error {
 	}
 	*dst = v.Type == gjson.True
 	return nil
+}
+
+// eachField calls fn for every key of the object root and its value,
+// refusing a key given twice, and stops at the first error. Keys are
+// looked up in a list up to fewKeys (requests have about ten), in a map
+// past it, so a body of a million keys costs linear time.
+func eachField(root gjson.Result, fn func(key string, v gjson.Result) error) error {
+	const fewKeys = 32
+	var err error
+	var few []string
+	var many map[string]struct{}
+	root.ForEach(func(k, v gjson.Result) bool {
+		var dup bool
+		if many == nil && len(few) == fewKeys {
+			many = make(map[string]struct{}, 2*fewKeys)
+			for _, s := range few {
+				many[s] = struct{}{}
+			}
+		}
+		if many != nil {
+			_, dup = many[k.Str]
+			many[k.Str] = struct{}{}
+		} else {
+			dup = slices.Contains(few, k.Str)
+			few = append(few, k.Str)
+		}
+		if dup {
+			err = reqErr(k.Str, "repeated key")
+		} else {
+			err = fn(k.Str, v)
+		}
+		return err == nil
+	})
+	return err
 }
 
 // each calls fn for every element of the array arr with its parameter

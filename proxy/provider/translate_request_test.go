@@ -156,3 +156,22 @@ func TestRefusalEchoesBoundedValue(t *testing.T) {
 		}
 	}
 }
+
+// TestManyKeys: a body of 100,000 keys (null ones, which the Messages
+// translation passes over) is read in linear time, and a key repeated past
+// the first 32 is still refused.
+func TestManyKeys(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}]`)
+	for i := range 100_000 {
+		fmt.Fprintf(&b, `,"k%d":null`, i)
+	}
+	body := b.String() + "}"
+	if _, _, err := TranslateMessagesRequest([]byte(body)); err != nil {
+		t.Fatalf("100,000 null keys: %v", err)
+	}
+	var re *RequestError
+	if _, _, err := TranslateMessagesRequest([]byte(body[:len(body)-1] + `,"k99":null}`)); !errors.As(err, &re) || re.Param != "k99" {
+		t.Errorf("k99 repeated after 100,000 keys: got %v, want a repeated-key refusal", err)
+	}
+}
