@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/binary"
+	"hash/maphash"
 	"math"
 	"math/bits"
 	"unicode/utf16"
@@ -413,31 +414,37 @@ func (s *keySet) grow() {
 	}
 }
 
-// keyHash is FNV-1a over the decoded runes of a key.
+// keySeed seeds keyHash with a value clients cannot know, so no body can
+// be built whose keys collide in the table and make its probing quadratic
+// (an unseeded hash such as FNV can be collided offline).
+var keySeed = maphash.MakeSeed()
+
+// keyHash hashes the decoded runes of a key, as UTF-8, with keySeed: two
+// spellings of one key (escaped or not) hash alike.
 func keyHash(b []byte, start, end int, esc bool) uint32 {
-	h := uint32(2166136261)
-	if !esc {
-		ascii := true
-		for _, c := range b[start:end] {
-			if c >= utf8.RuneSelf {
-				ascii = false
-				break
-			}
-			h = (h ^ uint32(c)) * 16777619
-		}
-		if ascii {
-			return h
-		}
-		h = 2166136261
+	if !esc && isASCII(b[start:end]) {
+		return uint32(maphash.Bytes(keySeed, b[start:end]))
 	}
+	var h maphash.Hash
+	h.SetSeed(keySeed)
+	var enc [utf8.UTFMax]byte
 	for i := start; ; {
 		r, n := nextKeyRune(b, i)
 		if n == 0 {
-			return h
+			return uint32(h.Sum64())
 		}
-		h = (h ^ uint32(r)) * 16777619
+		_, _ = h.Write(utf8.AppendRune(enc[:0], r))
 		i += n
 	}
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // sameKey reports whether the keys whose content starts at b[i] and b[j]
