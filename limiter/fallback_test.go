@@ -83,6 +83,79 @@ func TestFallbackChargesEachLimitOnce(t *testing.T) {
 		}
 	})
 
+	// A request through two fallbacks (gpt-4o fails, then
+	// claude-sonnet-4-5, then gpt-4o-mini answers) is charged to the limits
+	// of the model it asked for and of the one that answered, not to the
+	// middle one's: what that fallback reserved, its limits and what it
+	// topped the budget up by, is given back when the request moves on,
+	// and also when the next fallback is refused.
+	t.Run("through two fallbacks", func(t *testing.T) {
+		for _, tc := range []struct {
+			name      string
+			reqTokens int64 // 0: no limit applies to the requested model
+			miniLimit int64
+		}{
+			{"the last answers", 10_000, 10_000},
+			{"the last is refused", 10_000, 50},
+			{"nothing reserved for the requested model", 0, 10_000},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				s := newMapStore()
+				p := policy(tc.miniLimit)
+				if tc.reqTokens == 0 {
+					p.Limits = p.Limits[2:3:3] // mini-tokens: nothing applies to gpt-4o
+				}
+				p.Limits = append(p.Limits, Limit{Name: "claude-tokens", Metric: MetricTotalTokens, Limit: 10_000, Window: time.Minute, Models: []string{"claude-*"}})
+				l, err := New(p, s, Options{}, zerolog.Nop(), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := l.Admit("alice", "gpt-4o", Tokens(100))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r, err = l.Fallback(r, "alice", "claude-sonnet-4-5", Tokens(100)); err != nil || r == nil {
+					t.Fatalf("Fallback to claude-sonnet-4-5: %v, %v", r, err)
+				}
+				if s.total("claude-tokens") == 0 {
+					t.Fatal("the first fallback reserved nothing in claude-tokens")
+				}
+				r2, err := l.Fallback(r, "alice", "gpt-4o-mini", Tokens(100))
+				if got := s.total("claude-tokens"); got != 0 {
+					t.Errorf("claude-tokens holds %d once the request moved on, want 0", got)
+				}
+				want := map[string]int64{"claude-tokens": 0, "mini-tokens": 150}
+				if tc.reqTokens != 0 {
+					want["requests"], want["4o-tokens"], want["budget"] = 1, 150, miniCost
+				}
+				if tc.miniLimit == 50 {
+					var rej *Rejection
+					if !errors.As(err, &rej) || rej.Limit != "mini-tokens" {
+						t.Fatalf("Fallback to gpt-4o-mini: %v, want refused by mini-tokens", err)
+					}
+					// As the requested model left it: gpt-4o's reservation only.
+					for name, want := range map[string]int64{"requests": 1, "4o-tokens": 100, "mini-tokens": 0, "budget": tokenCost(100, NanoUSD(2.5))} {
+						if got := s.total(name); got != want {
+							t.Errorf("after the refusal %s holds %d, want %d", name, got, want)
+						}
+					}
+					r.Release() // no model answered
+					want = map[string]int64{"requests": 0, "4o-tokens": 0, "mini-tokens": 0, "claude-tokens": 0, "budget": 0}
+				} else {
+					if err != nil || r2 != r {
+						t.Fatalf("Fallback to gpt-4o-mini: %v, %p (want %p)", err, r2, r)
+					}
+					r.Settle(u)
+				}
+				for name, want := range want {
+					if got := s.total(name); got != want {
+						t.Errorf("%s: charged %d, want %d", name, got, want)
+					}
+				}
+			})
+		}
+	})
+
 	t.Run("nothing reserved before", func(t *testing.T) {
 		s := newMapStore()
 		p := policy(10_000)

@@ -162,7 +162,7 @@ func (l *Limiter) Enabled() bool { return l.policy.Load().enabled }
 // one Limiter for the same user; across replicas the escrow rule bounds over-admission. Admit
 // is safe for concurrent use.
 func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) {
-	return l.admit(nil, user, model, est)
+	return l.admit(nil, false, user, model, est)
 }
 
 // Fallback admits the request reserved as r (nil: nothing was reserved) for
@@ -174,14 +174,19 @@ func (l *Limiter) Admit(user, model string, est Estimate) (*Reservation, error) 
 // costs more at that price, and that much more is reserved, so a fallback
 // to a dearer model cannot pass a budget the model would be refused by.
 // It returns r extended (a new Reservation when r is nil), or the refusal
-// of the limits of model, leaving r as it was. Like Settle, it must not run
-// concurrently with the reservation's other methods.
+// of the limits of model, leaving r as the requested model left it. A
+// request may go through several fallbacks: what an earlier one reserved
+// is given back first, so the request stays charged only to the limits of
+// the model it asked for and of the model that answers. Like Settle, it
+// must not run concurrently with the reservation's other methods.
 func (l *Limiter) Fallback(r *Reservation, user, model string, est Estimate) (*Reservation, error) {
-	return l.admit(r, user, model, est)
+	r.dropFallback()
+	return l.admit(r, true, user, model, est)
 }
 
-// admit is Admit, extending r when it is not nil (see Fallback).
-func (l *Limiter) admit(r *Reservation, user, model string, est Estimate) (*Reservation, error) {
+// admit is Admit, extending r when it is not nil, or for a model fallback
+// (see Fallback).
+func (l *Limiter) admit(r *Reservation, fallback bool, user, model string, est Estimate) (*Reservation, error) {
 	p := l.policy.Load()
 	if !p.enabled {
 		return r, nil
@@ -239,6 +244,9 @@ func (l *Limiter) admit(r *Reservation, user, model string, est Estimate) (*Rese
 		r = &Reservation{store: l.store, now: l.urgent, user: user}
 	} else {
 		from, was = len(r.entries), r.price
+	}
+	if fallback && !r.fell { // what the requested model reserved ends at from
+		r.fell, r.base, r.basePrice = true, from, was
 	}
 	r.price = price
 	mu := &l.locks[maphash.String(l.seed, user)%stripes]

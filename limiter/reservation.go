@@ -31,6 +31,26 @@ type Reservation struct {
 	entries []entry  // points into inline unless more than len(inline) limits applied
 	inline  [4]entry // no allocation beyond the Reservation itself for up to 4 limits
 	settled atomic.Bool
+	// fell: a model fallback extended the reservation; the requested
+	// model's entries are entries[:base], admitted at basePrice.
+	fell      bool
+	base      int
+	basePrice *cprice
+}
+
+// dropFallback gives back what a model fallback added to r, so that a
+// request moving on to a further fallback is not left charged to the
+// limits of a model that did not answer. Nil-safe.
+func (r *Reservation) dropFallback() {
+	if r == nil || !r.fell {
+		return
+	}
+	for _, e := range r.entries[r.base:] {
+		if e.reserved != 0 {
+			r.add(e, -e.reserved)
+		}
+	}
+	r.entries, r.price = r.entries[:r.base], r.basePrice
 }
 
 // entry is one limit's reservation.

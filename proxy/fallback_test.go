@@ -156,6 +156,45 @@ func firstEvent(t *testing.T, body []byte) string {
 	return ""
 }
 
+// TestThroughTwoFallbacks: gpt-4o fails, its first fallback o3 fails too,
+// and gpt-4o-mini answers. The request is charged to the limits of the
+// model asked for and of the model that answered, once each, and to none of
+// o3's: what that fallback reserved is given back when the request moves on.
+func TestThroughTwoFallbacks(t *testing.T) {
+	big, mid, small := newFlaky(t, mode503), newFlaky(t, mode500), newFakeLLM(t)
+	c := fallbackConfig(big.srv.URL, small.srv.URL)
+	c.Upstreams = append(c.Upstreams, Upstream{Name: "mid", URL: mid.srv.URL, Models: []string{"o3"}, Timeout: time.Minute})
+	c.Routing.Fallbacks = map[string][]string{"gpt-4o": {"o3", "gpt-4o-mini"}}
+	store := newMapStore()
+	lim := fallbackLimiter(t, store, 1<<40)
+	pol := limiter.Policy{Enabled: true, MissingUser: limiter.MissingUserReject, Limits: []limiter.Limit{
+		{Name: "4o-tokens", Metric: limiter.MetricTotalTokens, Limit: 1 << 40, Window: time.Hour, Models: []string{"gpt-4o"}},
+		{Name: "o3-tokens", Metric: limiter.MetricTotalTokens, Limit: 1 << 40, Window: time.Hour, Models: []string{"o3"}},
+		{Name: "mini-tokens", Metric: limiter.MetricTotalTokens, Limit: 1 << 40, Window: time.Hour, Models: []string{"gpt-4o-mini"}},
+		{Name: "reqs", Metric: limiter.MetricRequests, Limit: 1 << 40, Window: time.Hour},
+	}}
+	if err := lim.SetPolicy(pol); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, c, lim)
+	resp, got := e.post(t, routeChat, poolChat, "user", "bob")
+	e.idle(t)
+	if resp.StatusCode != 200 || gjson.GetBytes(got, "model").Str != "gpt-4o-mini" {
+		t.Fatalf("status %d, body %.300s: want gpt-4o-mini's answer", resp.StatusCode, got)
+	}
+	if big.all.Load() != 1 || mid.all.Load() != 1 || small.hits.Load() != 1 {
+		t.Errorf("requests: gpt-4o %d, o3 %d, gpt-4o-mini %d; want 1 each", big.all.Load(), mid.all.Load(), small.hits.Load())
+	}
+	for name, want := range map[string]int64{"4o-tokens": 8, "o3-tokens": 0, "mini-tokens": 8, "reqs": 1} {
+		if got := store.total(name, "bob"); got != want {
+			t.Errorf("%s: charged %d, want %d", name, got, want)
+		}
+	}
+	if l := logLines(t, e)[0]; l["model"] != "gpt-4o-mini" || l["requested_model"] != "gpt-4o" || l["attempts"] != 3.0 {
+		t.Errorf("log: model %v, requested_model %v, attempts %v; want gpt-4o-mini, gpt-4o, 3", l["model"], l["requested_model"], l["attempts"])
+	}
+}
+
 // TestFallbackNotTaken: a fallback is skipped when the caller's key may not
 // call it, when its limits refuse the request, or when the failure is not
 // one routing retries; the client then gets the requested model's failure,
