@@ -590,3 +590,49 @@ func FuzzCleanPath(f *testing.F) {
 		}
 	})
 }
+
+// TestHardeningUnparsableRequestLogged: a request fasthttp refuses before
+// any handler runs (a NUL in a header, a header block over the bound) gets
+// its error in OpenAI's shape and an access log line with its status, and
+// the line quotes none of the request's bytes, a credential included.
+func TestHardeningUnparsableRequestLogged(t *testing.T) {
+	const secret = "sk-unparsable-0123456789"
+	for _, tt := range []struct {
+		name     string
+		raw      string
+		status   int
+		ownLines bool // fasthttp logs it too
+	}{
+		{"NUL in a header", "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + secret + "\x00x\r\nContent-Length: 2\r\n\r\n{}", 400, true},
+		{"header block too large", "GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + secret + "\r\nX-Pad: " + strings.Repeat("a", maxRequestHeader) + "\r\n\r\n", 431, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newFakeLLM(t)
+			e := newEnv(t, upstreams(up), nil)
+			resp, body := rawExchange(t, e, tt.raw)
+			if resp.StatusCode != tt.status || !strings.Contains(string(body), `"type":"`+typeInvalidRequest+`"`) {
+				t.Fatalf("got %d %s, want %d with an OpenAI error", resp.StatusCode, body, tt.status)
+			}
+			if up.hits.Load() != 0 {
+				t.Errorf("the upstream got %d requests", up.hits.Load())
+			}
+			// Wait for the request's line and fasthttp's own (written once
+			// the connection is done), so that both are checked.
+			var lines []map[string]any
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if lines = logLines(t, e); len(lines) > 0 && (!tt.ownLines || strings.Contains(e.logs.String(), `"component":"http"`)) {
+					break
+				}
+			}
+			if tt.ownLines && !strings.Contains(e.logs.String(), "error when serving connection") {
+				t.Errorf("fasthttp's own line is missing: %s", e.logs.String())
+			}
+			if len(lines) != 1 || lines[0]["status"] != float64(tt.status) || lines[0]["error"] == nil {
+				t.Fatalf("log: %v, want one line with status %d and an error", lines, tt.status)
+			}
+			if strings.Contains(e.logs.String(), secret) || strings.Contains(e.logs.String(), "aaaa") {
+				t.Errorf("the log quotes the request: %s", e.logs.String())
+			}
+		})
+	}
+}

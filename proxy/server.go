@@ -209,11 +209,31 @@ func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	writeAPIError(ctx, e, false)
 	ctx.SetConnectionClose()
+	// Refused before any handler ran, it still gets its access log line
+	// and its count. fasthttp's err quotes the request's bytes, which may
+	// hold a credential: only the gateway's own message is logged.
+	p.finish(&exchange{start: time.Now(), route: routeOther, status: e.status, err: e, ttft: -1})
 }
 
-// fasthttpLogger sends fasthttp's own messages to the proxy's log.
+// fasthttpLogger sends fasthttp's own messages to the proxy's log, at
+// debug level. Its errors quote the request's bytes ("invalid header value
+// \"Bearer sk-...\""), a credential included, so only addresses and
+// numbers are passed on; every other argument is withheld.
 type fasthttpLogger struct{ log zerolog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Debug().Str("component", "http").Msgf(format, args...)
+	e := l.log.Debug()
+	if e == nil {
+		return
+	}
+	safe := make([]any, len(args))
+	for i, a := range args {
+		switch a.(type) {
+		case net.Addr, int, int64, uint, uint64:
+			safe[i] = a
+		default:
+			safe[i] = "(withheld: it may quote the request)"
+		}
+	}
+	e.Str("component", "http").Msgf(format, safe...)
 }
