@@ -48,6 +48,10 @@ type Result struct {
 	// Hash is a short hex SHA-256 of the file's bytes as read (of no bytes
 	// without a file): it tells which file a replica runs.
 	Hash string
+	// Empty: a file was read and holds no settings (empty, only comments,
+	// or null), so everything but the environment and flags is default.
+	// A start may run on that; a reload refuses it (see cmd's ReloadFile).
+	Empty bool
 }
 
 // Load is Read without the hash.
@@ -86,6 +90,7 @@ func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
 		v.SetDefault(k, val)
 	}
 	var data []byte
+	empty := false
 	if path != "" {
 		var err error
 		if data, err = os.ReadFile(path); err != nil {
@@ -94,9 +99,11 @@ func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
 		// Not v.ReadConfig: the file's problems are named by key path and
 		// ${VAR} expands from environ, so the walker reads it (see yaml.go).
 		w := walker{l: l, file: path, vars: l.env}
-		if tree, ok := w.document(data, reflect.TypeFor[Config](), "").(map[string]any); ok {
+		tree, ok := w.document(data, reflect.TypeFor[Config](), "").(map[string]any)
+		if ok {
 			_ = v.MergeConfigMap(tree) // cannot fail
 		}
+		empty = !ok
 	}
 	legacy := l.legacyValues(fs)
 	l.applyLegacy(v, legacy, false)
@@ -118,7 +125,7 @@ func Read(path string, environ []string, fs *pflag.FlagSet) (Result, error) {
 	l.warnings = append(l.warnings, advisories(cfg)...)
 
 	sum := sha256.Sum256(data)
-	r := Result{Config: cfg, Hash: hex.EncodeToString(sum[:6])}
+	r := Result{Config: cfg, Hash: hex.EncodeToString(sum[:6]), Empty: empty}
 	redact := secretValues(cfg, l.env)
 	for _, w := range l.warnings {
 		r.Warnings = append(r.Warnings, redact(w))

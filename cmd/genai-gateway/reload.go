@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"time"
@@ -74,6 +75,12 @@ func (a *App) ReloadFile(src configSource, force bool) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	res, err := src.read()
+	if err == nil && res.Empty {
+		// A file cut short or written empty (a failed template, an editor
+		// mid-save) would reload as all defaults: no auth, no limits, the
+		// default upstream. A running replica keeps what it has.
+		err = errors.New(src.path + ": holds no settings (empty, only comments, or null); write {} to run on the built-in defaults")
+	}
 	if err != nil {
 		a.metrics.reloads.WithLabelValues("failure").Inc()
 		a.log.Error().Str("file", src.path).Strs("problems", strings.Split(err.Error(), "\n")).

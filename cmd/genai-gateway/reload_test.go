@@ -300,6 +300,18 @@ func TestReloadRefusesInvalidFile(t *testing.T) {
 		}
 	}
 
+	// A file written empty or cut down to comments (a failed template, an
+	// editor mid-save) would reload as all defaults, limits and auth off:
+	// refused, the limit still holds.
+	for i, empty := range []string{"", "# moved to the new repo\n", "~\n"} {
+		writeFile(t, path, empty)
+		waitFor(t, fmt.Sprintf("empty file %q refused", empty), func() bool { return s.reloads("failure") == float64(2+i) })
+		s.wantCodes(t, "erin", http.StatusTooManyRequests)
+	}
+	if !strings.Contains(s.logs.String(), "holds no settings") {
+		t.Errorf("log: no word of the empty file:\n%s", s.logs.String())
+	}
+
 	writeFile(t, path, gatewayYAML(upstream, 5, ""))
 	waitFor(t, "a reload of the fixed file", func() bool { return s.reloads("success") == 1 })
 	s.wantCodes(t, "erin", http.StatusOK)
