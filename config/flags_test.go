@@ -77,7 +77,13 @@ func TestLegacyOptions(t *testing.T) {
 			if !reflect.DeepEqual(cfg, want) {
 				t.Errorf("got\n%+v\nwant\n%+v", cfg, want)
 			}
-			if len(warnings) != 0 {
+			if len(want.RateLimit.Limits) > 0 && !want.RateLimit.Enabled {
+				// A limit without ENABLE_RATE_LIMITING limits nothing, as in the original.
+				if len(warnings) != 1 {
+					t.Errorf("got warnings %q, want exactly one", warnings)
+				}
+				wantWarning(t, warnings, "rate_limit.limits is set, but rate_limit.enabled is false")
+			} else if len(warnings) != 0 {
 				t.Errorf("got warnings %q, want none", warnings)
 			}
 		})

@@ -310,6 +310,21 @@ func advisories(c Config) []string {
 	if c.RateLimit.Enabled && len(c.RateLimit.Limits) == 0 && len(c.RateLimit.Overrides) == 0 {
 		w = append(w, "rate_limit.enabled: true, but rate_limit.limits is empty: nothing is limited")
 	}
+	if !c.RateLimit.Enabled {
+		var set []string
+		if len(c.RateLimit.Limits) > 0 {
+			set = append(set, "rate_limit.limits")
+		}
+		if len(c.RateLimit.Overrides) > 0 {
+			set = append(set, "rate_limit.overrides")
+		}
+		switch len(set) {
+		case 1:
+			w = append(w, set[0]+" is set, but rate_limit.enabled is false: nothing is limited")
+		case 2:
+			w = append(w, set[0]+" and "+set[1]+" are set, but rate_limit.enabled is false: nothing is limited")
+		}
+	}
 	if c.Routing.Strategy == StrategyPriority {
 		for i, u := range c.Upstreams {
 			if len(u.Models) == 0 && i < len(c.Upstreams)-1 {
