@@ -333,6 +333,8 @@ func TestHardeningPaths(t *testing.T) {
 		"/v1/x/../chat/completions",
 		"//v1/chat/completions",
 		"/v1/chat/completions/.",
+		"/v1/chat/%63ompletions", // encoded unreserved characters are decoded
+		"/%76%31/chat/completion%73",
 	} {
 		t.Run("metered "+target, func(t *testing.T) {
 			up := newFakeLLM(t)
@@ -555,7 +557,8 @@ func FuzzCleanPath(f *testing.F) {
 		"/v1/chat/completions", "/v1/chat/completions/", "/v1//chat/completions", "/v1/./chat/completions",
 		"/v1/x/../chat/completions", "/v1/%2e%2e/x", "/v1/chat/completions;x", "/v1/a%00b", "/v1/a%2fb",
 		"/", "//", "/..", "/../..", "/v1/models?x=/../y", "", "v1/chat", "/v1/%", "/v1/%zz", "/a/b/../../../c",
-		"/v1/\xff", "/v1/a%20b", "/.", "/./", "/v1/..%2f",
+		"/v1/\xff", "/v1/a%20b", "/.", "/./", "/v1/..%2f", "/v1/chat/%63ompletions", "/%76%31//chat/completions/",
+		"/v1/%7e%2D%5f%41%7A",
 	} {
 		f.Add([]byte(s))
 	}
@@ -580,6 +583,11 @@ func FuzzCleanPath(f *testing.F) {
 		}
 		if strings.ContainsAny(clean, "?#;\\\x00") {
 			t.Fatalf("cleanPath(%q) = %q: holds a byte it must refuse", target, clean)
+		}
+		for i := 0; i+2 < len(clean); i++ {
+			if v := unhex(clean[i+1])<<4 | unhex(clean[i+2]); clean[i] == '%' && unreserved(v) {
+				t.Fatalf("cleanPath(%q) = %q: %q left encoded", target, clean, v)
+			}
 		}
 		if i := bytes.IndexByte(target, '?'); i >= 0 && !bytes.Equal(query, target[i+1:]) {
 			t.Fatalf("cleanPath(%q): query %q, want %q", target, query, target[i+1:])

@@ -7,7 +7,9 @@ import (
 
 // cleanPath splits a request target into its cleaned path and its raw
 // query. Paths are cleaned the way path.Clean does (`//`, `/./`, `/../`
-// and a trailing `/` go), so that no spelling of a metered route escapes
+// and a trailing `/` go), and percent-encoded unreserved characters
+// (letters, digits, `-`, `_`, `~`: RFC 3986 6.2.2.2) are decoded, so that
+// no spelling of a metered route (`/v1/chat/%63ompletions`) escapes
 // metering. A path that cannot be cleaned safely is refused (ok false):
 // not absolute, percent-encoded dots, slashes, backslashes, semicolons or
 // control bytes (`%2e%2e`, `%2f`, `%00`), a `;` parameter, a backslash, or
@@ -21,6 +23,7 @@ func cleanPath(target []byte) (clean string, query []byte, ok bool) {
 	if len(p) == 0 || p[0] != '/' {
 		return "", nil, false
 	}
+	decode := false
 	for i := 0; i < len(p); i++ {
 		switch c := p[i]; {
 		case c < 0x20 || c == 0x7f || c == '\\' || c == ';' || c == '#':
@@ -32,8 +35,13 @@ func cleanPath(target []byte) (clean string, query []byte, ok bool) {
 			switch v := unhex(p[i+1])<<4 | unhex(p[i+2]); {
 			case v < 0x20 || v == 0x7f || v == '.' || v == '/' || v == '\\' || v == ';' || v == '%' || v == '?' || v == '#':
 				return "", nil, false
+			case unreserved(v):
+				decode = true
 			}
 		}
+	}
+	if decode {
+		p = decodeUnreserved(p)
 	}
 	if r := knownRoute(p); r != "" {
 		return r, query, true // no allocation for the common case
@@ -57,6 +65,30 @@ func needsClean(s string) bool {
 		}
 	}
 	return false
+}
+
+// unreserved reports whether c is an unreserved character of RFC 3986
+// other than '.', which cleanPath refuses encoded.
+func unreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '~'
+}
+
+// decodeUnreserved returns a copy of p, whose escapes cleanPath checked,
+// with its percent-encoded unreserved characters decoded; other escapes
+// stay as they are.
+func decodeUnreserved(p []byte) []byte {
+	out := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' {
+			if v := unhex(p[i+1])<<4 | unhex(p[i+2]); unreserved(v) {
+				out = append(out, v)
+				i += 2
+				continue
+			}
+		}
+		out = append(out, p[i])
+	}
+	return out
 }
 
 func unhex(c byte) byte {
