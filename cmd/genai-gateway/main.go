@@ -7,6 +7,7 @@
 //
 //	genai-gateway [--config FILE] [flags]      run a replica
 //	genai-gateway check-config --config FILE   validate a file (exit 0, or 2 with every problem)
+//	genai-gateway keygen --name NAME           print a new gateway API key and its auth.keys entry
 //	genai-gateway healthcheck [--url URL]      exit 0 when URL answers 200 (container healthchecks)
 //	genai-gateway sleep SECONDS                pause (Kubernetes preStop in images without a shell)
 //	genai-gateway --version | --help
@@ -187,11 +188,12 @@ func newFlagSet(name string, stderr io.Writer) *pflag.FlagSet {
 	fs.SetOutput(stderr)
 	config.RegisterFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `genai-gateway %s: an LLM gateway that meters tokens and enforces cluster-wide rate limits.
+		fmt.Fprintf(stderr, `%s: an LLM gateway that meters tokens and enforces cluster-wide rate limits.
 
 Usage:
   genai-gateway [--config FILE] [flags]      run a replica
   genai-gateway check-config --config FILE   validate a config file (exit 0, or 2 listing every problem)
+  genai-gateway keygen --name NAME           print a new gateway API key and its auth.keys entry (--user USER)
   genai-gateway healthcheck [--url URL]      exit 0 when URL answers 200 (for container healthchecks)
   genai-gateway sleep SECONDS                pause (Kubernetes preStop without a shell)
   genai-gateway --version

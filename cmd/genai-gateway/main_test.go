@@ -16,6 +16,10 @@ func TestRunCommands(t *testing.T) {
 	if err := os.WriteFile(good, []byte("listen: 127.0.0.1:0\nupstreams:\n  - {name: a, url: \"http://127.0.0.1:1\"}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	unlimited := filepath.Join(dir, "unlimited.yaml")
+	if err := os.WriteFile(unlimited, []byte("rate_limit:\n  limits: [{name: l, metric: requests, limit: 1, window: 1m}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nmax_body_bytes: -1\nbogus: true\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -28,9 +32,10 @@ func TestRunCommands(t *testing.T) {
 		wantOut  []string // substrings of stdout+stderr
 	}{
 		{"version", []string{"--version"}, nil, 0, []string{"genai-gateway"}},
-		{"help", []string{"--help"}, nil, 0, []string{"check-config", "--config", "--openai-domain"}},
+		{"help", []string{"--help"}, nil, 0, []string{"check-config", "keygen --name", "--config", "--openai-domain"}},
 		{"check good", []string{"check-config", "--config", good}, nil, 0, []string{"valid"}},
 		{"check good from env", []string{"check-config"}, []string{"GENAI_GATEWAY_CONFIG=" + good}, 0, []string{good}},
+		{"check warns", []string{"check-config", "--config", unlimited}, nil, 0, []string{"valid", "warning: rate_limit.limits is set, but rate_limit.enabled is false"}},
 		{"check bad", []string{"check-config", "--config", bad}, nil, 2, []string{"max_body_bytes", "bogus"}},
 		{"run bad", []string{"--config", bad}, nil, 2, []string{"max_body_bytes"}},
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, 2, []string{"nope.yaml"}},
