@@ -213,6 +213,8 @@ func TestExpand(t *testing.T) {
 		{"${MISSING:-fallback}", "fallback", ""},
 		{"${EMPTY:-fallback}", "fallback", ""},
 		{"${A:-fallback}", "alpha", ""},
+		{"${MISSING:-}", "", ""}, // deploy/examples/single.yaml: an optional key, no warning
+		{"${A:-}", "alpha", ""},
 		{"$${A}", "${A}", ""},
 		{"$A and $", "$A and $", ""},
 		{"${1BAD}", "${1BAD}", ""},
