@@ -85,6 +85,7 @@ type Limiter struct {
 	metrics        *metrics
 	log            zerolog.Logger
 	seed           maphash.Seed
+	unpriced       unpricedLog // models logged as unpriced, kept across SetPolicy
 	locks          [stripes]paddedMutex
 }
 
@@ -217,7 +218,7 @@ func (l *Limiter) admit(r *Reservation, fallback bool, user, model string, est E
 	var price *cprice
 	if costs || heldCost { // held cost_usd limits: settled at this model's price from now on
 		if price = p.priceFor(model); price == nil {
-			p.unpriced.report(l.log, model)
+			l.unpriced.report(l.log, model) // a budget covers it: worth a warning even with no prices
 		}
 	}
 	if !applies && !heldCost {

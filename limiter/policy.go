@@ -71,7 +71,6 @@ type compiled struct {
 	defaults  []*climit
 	overrides map[string][]*climit // complete per-user lists: defaults with overrides applied
 	prices    []*cprice            // in policy order: the first match prices a model
-	unpriced  *unpricedLog         // models already logged as unpriced under this policy
 }
 
 // priceFor returns the first price that matches model, or nil when none does.
@@ -229,7 +228,7 @@ func (c *climit) amount(n int64) string {
 // validated: nothing of it is used. theta is the escrow threshold (see Options.EscrowThreshold).
 func compile(p Policy, theta float64, m *metrics) (*compiled, error) {
 	prices, errs := compilePrices(p.Prices)
-	c := &compiled{enabled: p.Enabled, prices: prices, unpriced: &unpricedLog{}}
+	c := &compiled{enabled: p.Enabled, prices: prices}
 	if !p.Enabled {
 		return c, errors.Join(errs...)
 	}

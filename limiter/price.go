@@ -13,7 +13,7 @@ import (
 
 // Price is the list price of the models its globs match, in USD per million tokens. The first
 // Price of Policy.Prices whose globs match a model prices it; a model no Price matches costs 0
-// and is logged once as unpriced.
+// and is logged as unpriced, once per Limiter, when there are prices or a cost_usd limit covers it.
 type Price struct {
 	Models []string // path.Match globs, at least one ("*" for every model)
 	// Input prices the prompt tokens that were neither read from nor written to the
@@ -172,7 +172,8 @@ func compilePrices(prices []Price) ([]*cprice, []error) {
 // come from clients.
 const maxUnpriced = 1024
 
-// unpricedLog logs each unpriced model once per policy. It is safe for concurrent use.
+// unpricedLog logs each unpriced model once. The Limiter keeps one for its life, so a reload
+// (SetPolicy) does not log the same models again. It is safe for concurrent use.
 type unpricedLog struct {
 	mu   sync.Mutex
 	seen map[string]struct{}
@@ -191,7 +192,7 @@ func (u *unpricedLog) report(log zerolog.Logger, model string) {
 	}
 	u.seen[model] = struct{}{}
 	if len(u.seen) > maxUnpriced {
-		log.Warn().Int("models", maxUnpriced).Msg("more unpriced models than logged; no further ones are named until the next policy reload")
+		log.Warn().Int("models", maxUnpriced).Msg("more unpriced models than logged; no further ones are named")
 		return
 	}
 	log.Warn().Str("model", truncate(model, 256)).Msg("model has no price: its requests cost 0 (add it to prices)")
@@ -210,7 +211,7 @@ func truncate(s string, n int) string {
 // the cached-input price, u.CacheWritePromptTokens at the cache-write price, completion tokens at
 // the output price. It returns the cost in US dollars (exact to the
 // nano-dollar, each term rounded up) and whether model has a price; a model without one costs 0
-// and is logged once as unpriced. Token counts are clamped to [0, 2^53], the cached count to
+// and, when the policy has prices, is logged as unpriced, once per Limiter (reloads included). Token counts are clamped to [0, 2^53], the cached count to
 // the prompt count and the written count to the prompt count less the cached one. Cost works whether or not limiting is enabled; it is what the proxy adds to
 // genai_gateway_cost_usd_total and writes in the access log. It is safe for concurrent use and
 // allocates nothing for a priced model.
@@ -218,7 +219,9 @@ func (l *Limiter) Cost(model string, u Usage) (usd float64, priced bool) {
 	p := l.policy.Load()
 	price := p.priceFor(model)
 	if price == nil {
-		p.unpriced.report(l.log, model)
+		if len(p.prices) > 0 { // without prices nothing is priced, and nothing is missing
+			l.unpriced.report(l.log, model)
+		}
 		return 0, false
 	}
 	return USD(price.cost(u)), true
