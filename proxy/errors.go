@@ -203,6 +203,15 @@ func errModelNotAllowed(model string) *apiError {
 		message: "Your API key may not call the model `" + model + "`."}
 }
 
+// errUnattributable refuses, for a caller limited to some models, a request
+// without a model the gateway can read: a batch or an upload could run or
+// read anything with the upstream's key.
+func errUnattributable() *apiError {
+	return &apiError{status: http.StatusForbidden, typ: typeInvalidRequest, code: "model_not_allowed",
+		message: "Your API key may call only some models, and this request names none the gateway can check " +
+			"(files, batches and other requests without a model are refused for such keys)."}
+}
+
 func errInternal() *apiError {
 	return &apiError{status: http.StatusInternalServerError, typ: typeServer,
 		message: "The gateway failed to handle the request."}

@@ -114,7 +114,11 @@ func (m *metered) prepare(route string) *apiError {
 	model := gjson.Get(js, "model")
 	if route == routeOther && !model.Exists() {
 		// No model (batches, vector stores, ...): the first upstream
-		// takes it, unlimited and unmetered, as it takes uploads.
+		// takes it, unlimited and unmetered, as it takes uploads; not
+		// from a caller limited to some models.
+		if m.who.restricted() {
+			return errUnattributable()
+		}
 		m.rt = p.router.Load()
 		m.up, m.send, m.ex.metered = m.rt.ups[0], body, false
 		m.ex.upstream, m.ex.provider = m.up.Name, m.up.kind.String()

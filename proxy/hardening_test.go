@@ -644,3 +644,26 @@ func TestHardeningUnparsableRequestLogged(t *testing.T) {
 		})
 	}
 }
+
+// TestHardeningEscapedKeys: a key spelled with JSON escapes is the same key
+// to the upstream, so admission must read it too: an escaped max_tokens of
+// 500 is refused by a 100-token limit as larger than the limit, exactly
+// like the plain one, instead of reserving nothing and running.
+func TestHardeningEscapedKeys(t *testing.T) {
+	up := newFakeLLM(t)
+	for _, key := range []string{`max_tokens`, `max_tok\u0065ns`, `max_completion_tok\u0065ns`, `\u006dax_output_tokens`} {
+		t.Run(key, func(t *testing.T) {
+			store := newMapStore()
+			e := newEnv(t, upstreams(up), newRealLimiter(t, store, 100, 0))
+			before := up.hits.Load()
+			resp, b := e.post(t, routeChat, `{"model":"gpt-4o","`+key+`":500,"messages":[{"role":"user","content":"hi"}]}`, "user", "mallory")
+			e.idle(t)
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("x-should-retry") != "false" {
+				t.Errorf("status %d, x-should-retry %q (body %.200s): want 429, false", resp.StatusCode, resp.Header.Get("x-should-retry"), b)
+			}
+			if up.hits.Load() != before {
+				t.Errorf("the upstream ran it")
+			}
+		})
+	}
+}

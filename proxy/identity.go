@@ -26,6 +26,11 @@ type caller struct {
 // allows reports whether the caller may call model.
 func (c *caller) allows(model string) bool { return !c.authed || c.id.Allows(model) }
 
+// restricted reports whether the caller may call only some models: then a
+// request the gateway cannot tie to a model is refused (errUnattributable),
+// as it would spend the upstream's key on anything.
+func (c *caller) restricted() bool { return c.authed && c.id.Models != nil }
+
 // identify works out who sent the request. Without auth the user is the
 // user header, as the client wrote it. With auth it is the identity the
 // credential proves; an on_behalf key's user header names one of its end

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -253,4 +254,81 @@ func (e *env) get(t testing.TB, path string, hdr ...string) (*http.Response, []b
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	return e.do(t, req)
+}
+
+// TestRestrictedKeyPassthrough: a key limited to some models (bob: llama-*)
+// cannot spend the upstream's key on what the gateway cannot tie to a
+// model: files, batches, stored objects and bodies without a model are
+// refused, and an upload goes through only when its multipart model field
+// names a model the key may call. A body that is JSON in all but its
+// Content-Type is read as JSON, so leaving the header out changes nothing.
+// An unrestricted key (alice) passes through as before.
+func TestRestrictedKeyPassthrough(t *testing.T) {
+	up := newFakeLLM(t)
+	store := newMapStore()
+	cfg := upstreams(up)
+	cfg.Upstreams[0].APIKey = "sk-upstream-secret"
+	cfg.Auth = testKeys(t)
+	e := newEnv(t, cfg, newRealLimiter(t, store, 1_000_000, 1000))
+	form := func(model string) string {
+		return "--XX\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG...\r\n" +
+			"--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n" + model + "\r\n" +
+			"--XX\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhi\r\n--XX--\r\n"
+	}
+	raw := func(method, path, key, ct, body string) string {
+		s := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nConnection: close\r\n", method, path, key)
+		if ct != "" {
+			s += "Content-Type: " + ct + "\r\n"
+		}
+		if method == "POST" {
+			s += fmt.Sprintf("Content-Length: %d\r\n", len(body))
+		}
+		return s + "\r\n" + body
+	}
+	const imageJSON = `{"model":"gpt-image-1","prompt":"hi"}`
+	for _, tt := range []struct {
+		name, key, method, path, ct, body string
+		status                            int
+		code                              string
+		reached                           bool
+	}{
+		{"bob lists files", keyBob, "GET", "/v1/files", "", "", 403, "model_not_allowed", false},
+		{"bob reads a stored answer", keyBob, "GET", "/v1/chat/completions/chatcmpl-1", "", "", 403, "model_not_allowed", false},
+		{"bob creates a batch", keyBob, "POST", "/v1/batches", "application/json", `{"input_file_id":"f","endpoint":"/v1/chat/completions"}`, 403, "model_not_allowed", false},
+		{"bob uploads a file", keyBob, "POST", "/v1/files", "multipart/form-data; boundary=XX", form(""), 403, "model_not_allowed", false},
+		{"bob edits an image with gpt-image-1", keyBob, "POST", "/v1/images/edits", "multipart/form-data; boundary=XX", form("gpt-image-1"), 403, "model_not_allowed", false},
+		{"bob edits an image with llama-vision", keyBob, "POST", "/v1/images/edits", "multipart/form-data; boundary=XX", form("llama-vision"), 0, "", true},
+		{"bob's JSON without a Content-Type", keyBob, "POST", "/v1/images/generations", "", imageJSON, 403, "model_not_allowed", false},
+		{"bob's JSON as text/plain", keyBob, "POST", "/v1/images/generations", "text/plain", imageJSON, 403, "model_not_allowed", false},
+		{"bob cancels a batch (no body)", keyBob, "POST", "/v1/batches/b1/cancel", "", "", 403, "model_not_allowed", false},
+		{"alice lists files", keyAlice, "GET", "/v1/files", "", "", 0, "", true},
+		{"alice edits an image with gpt-image-1", keyAlice, "POST", "/v1/images/edits", "multipart/form-data; boundary=XX", form("gpt-image-1"), 0, "", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := up.hits.Load()
+			resp, body := rawExchange(t, e, raw(tt.method, tt.path, tt.key, tt.ct, tt.body))
+			reached := up.hits.Load() > before
+			if reached != tt.reached {
+				t.Fatalf("reached the upstream: %v, want %v (status %d %s)", reached, tt.reached, resp.StatusCode, body)
+			}
+			if !tt.reached {
+				if _, _, code := apiErrorBody(t, body); resp.StatusCode != tt.status || code != tt.code {
+					t.Errorf("got %d %s, want %d %s", resp.StatusCode, body, tt.status, tt.code)
+				}
+				return
+			}
+			if got := up.last(t); got.path != tt.path || string(got.body) != tt.body || got.header.Get("Authorization") != "Bearer sk-upstream-secret" {
+				t.Errorf("upstream saw %s with %d bytes (want %d) and auth %q", got.path, len(got.body), len(tt.body), got.header.Get("Authorization"))
+			}
+		})
+	}
+	// JSON that names a model is routed, checked and counted whatever its
+	// Content-Type says.
+	before := store.total("reqs", "alice")
+	if resp, body := rawExchange(t, e, raw("POST", "/v1/images/generations", keyAlice, "text/plain", imageJSON)); up.last(t).path != "/v1/images/generations" {
+		t.Fatalf("alice's image as text/plain: %d %s", resp.StatusCode, body)
+	}
+	if got := store.total("reqs", "alice"); got != before+1 {
+		t.Errorf("alice's text/plain JSON with a model: requests counted %d, want %d", got-before, 1)
+	}
 }

@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
+	"mime"
+	"mime/multipart"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -24,6 +27,16 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte,
 		p.finish(ex)
 		return false
 	}
+	var held *reqBody // an upload read whole to find its model
+	if c.restricted() {
+		var aerr *apiError
+		if held, aerr = p.uploadModel(ctx, c); aerr != nil {
+			p.reply(ctx, ex, aerr)
+			p.finish(ex)
+			return false
+		}
+		defer p.releaseBody(held)
+	}
 	var deadline time.Time
 	if up.Timeout > 0 {
 		// Uploads may take as long as the upstream exchange may.
@@ -37,7 +50,9 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte,
 		p.finish(ex)
 		return false
 	}
-	if s := ctx.RequestBodyStream(); s != nil && ctx.Request.Header.ContentLength() != 0 {
+	if held != nil {
+		req.SetBodyRaw(held.b)
+	} else if s := ctx.RequestBodyStream(); s != nil && ctx.Request.Header.ContentLength() != 0 {
 		req.SetBodyStream(s, ctx.Request.Header.ContentLength())
 	}
 	resp := fasthttp.AcquireResponse()
@@ -62,6 +77,51 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte,
 	ctx.Response.SetBodyStream(&passStream{p: p, ex: ex, resp: resp}, resp.Header.ContentLength())
 	return true
 }
+
+// uploadModel lets a caller limited to some models through only with a
+// multipart POST (an image edit, an audio transcription) whose model field
+// it may call: the body is read whole, within max_body_bytes and the
+// in-flight budget, and returned to be sent from memory. Anything else
+// (files, batches, stored objects) is refused: the gateway cannot tell
+// which model it would run or whose data it would read.
+func (p *Proxy) uploadModel(ctx *fasthttp.RequestCtx, c caller) (*reqBody, *apiError) {
+	mt, params, err := mime.ParseMediaType(string(ctx.Request.Header.ContentType()))
+	if !ctx.IsPost() || err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return nil, errUnattributable()
+	}
+	body, aerr := p.readBody(ctx)
+	if aerr != nil {
+		return nil, aerr
+	}
+	model, found := "", false
+	r := multipart.NewReader(bytes.NewReader(body.b), params["boundary"])
+	for range maxUploadParts {
+		part, err := r.NextPart()
+		if err != nil {
+			break
+		}
+		if part.FormName() == "model" {
+			b, _ := io.ReadAll(io.LimitReader(part, maxModelBytes+1))
+			model, found = string(b), true
+			break
+		}
+	}
+	switch {
+	case !found || model == "":
+		aerr = errUnattributable()
+	case len(model) > maxModelBytes:
+		aerr = errModelTooLong(len(model))
+	case !c.allows(model):
+		aerr = errModelNotAllowed(model)
+	default:
+		return body, nil
+	}
+	p.releaseBody(body)
+	return nil, aerr
+}
+
+// maxUploadParts bounds the parts uploadModel looks through for the model.
+const maxUploadParts = 64
 
 // passStream copies an upstream body to the client unchanged and ends the
 // request when done.

@@ -100,7 +100,7 @@ func (p *Proxy) Serve(ctx *fasthttp.RequestCtx) {
 	switch {
 	case route != "":
 		async = p.serveMetered(ctx, route, route, query, c, rid)
-	case method == fasthttp.MethodPost && isV1(clean) && isJSON(ctx.Request.Header.ContentType()):
+	case method == fasthttp.MethodPost && isV1(clean) && mayBeJSON(&ctx.Request.Header):
 		async = p.serveMetered(ctx, routeOther, clean, query, c, rid)
 	case clean == "/usage" && method == fasthttp.MethodGet:
 		p.serveUsage(ctx, c)
@@ -181,6 +181,27 @@ func isJSON(ct []byte) bool {
 	const js = "application/json"
 	return len(ct) >= len(js) && strings.EqualFold(string(ct[:len(js)]), js) &&
 		(len(ct) == len(js) || ct[len(js)] == ';' || ct[len(js)] == ' ')
+}
+
+// mayBeJSON reports whether a POST body must be read as JSON: it says it is
+// JSON, or it is not empty and not an upload (multipart or url-encoded
+// form, octet-stream). Many upstreams parse a body without a Content-Type,
+// or with text/plain, as JSON, so the header alone must not let a body
+// naming a model pass unchecked and unlimited.
+func mayBeJSON(h *fasthttp.RequestHeader) bool {
+	ct := h.ContentType()
+	if isJSON(ct) {
+		return true
+	}
+	if h.ContentLength() == 0 {
+		return false
+	}
+	mt, _, _ := strings.Cut(string(ct), ";")
+	switch strings.ToLower(strings.TrimSpace(mt)) {
+	case "multipart/form-data", "application/x-www-form-urlencoded", "application/octet-stream":
+		return false
+	}
+	return true
 }
 
 func meteredRoute(p string) string {

@@ -306,6 +306,11 @@ func (m *members) next() (key, val string, ok bool) {
 			return "", "", false
 		}
 		key = s[i+1 : end-1]
+		if strings.IndexByte(key, '\\') >= 0 {
+			// "max_tok\u0065ns" is max_tokens to every JSON decoder
+			// upstream: compare keys as decoded (allocates only here).
+			key = gjson.Parse(s[i:end]).Str
+		}
 		i = skipSpaceS(s, end)
 		if i >= len(s) || s[i] != ':' {
 			return "", "", false
