@@ -327,6 +327,24 @@ func TestDecodeErrors(t *testing.T) {
 	}
 }
 
+// TestYAMLErrorLines: a syntax error names the line at fault. yaml.v3
+// names the line where the enclosing block starts, or none at all.
+func TestYAMLErrorLines(t *testing.T) {
+	for _, tt := range []struct {
+		doc, want string
+	}{
+		{"listen: \":1\"\nupstreams:\n  - name: a\n    url: http://x:1\n  - name: b\n    url: http://y:1\n   models: [x]\n", "yaml: line 7: did not find expected '-' indicator"},
+		{"log:\n   level: info\n  format: json\n", "yaml: line 3: did not find expected key"},
+		{"upstreams:\n  - {name: a, url: http://a, api_key: ${KEY}}\n", "yaml: line 2: did not find expected ',' or '}'"},
+		{"upstreams: [{name: a,\n  url: \"http://a\"}]\nlog:\n  level: info\n   format: json\n", "yaml: line 5: mapping values are not allowed in this context"},
+	} {
+		_, _, err := Load(writeConfig(t, tt.doc), nil, nil)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: got %v, want %q", tt.doc, err, tt.want)
+		}
+	}
+}
+
 func TestLoadFileErrors(t *testing.T) {
 	_, _, err := Load("testdata/does-not-exist.yaml", nil, nil)
 	if !errors.Is(err, os.ErrNotExist) {

@@ -93,11 +93,42 @@ func (w *walker) document(data []byte, t reflect.Type, key string) (tree any) {
 	case errors.Is(err, io.EOF) || err == nil && len(doc.Content) == 0:
 		return nil
 	case err != nil:
-		w.fail(key, err.Error())
+		w.fail(key, withLine(data, err.Error()))
 		return nil
 	}
 	return w.value(doc.Content[0], t, key, 0)
 }
+
+// yamlLine matches the line yaml.v3 puts in a syntax error.
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// withLine puts the line of a YAML syntax error into msg, the parser's
+// message for data. yaml.v3 names the line where the enclosing block
+// starts (a bad indent on line 9 is reported on line 4), or none at all
+// ("did not find expected ',' or '}'"). The first prefix of whole lines
+// that fails with the same message ends on the line at fault; the search
+// parses at most maxLocateBytes in all, and msg stays as it is when it
+// finds nothing.
+func withLine(data []byte, msg string) string {
+	want := yamlLine.ReplaceAllString(msg, "yaml: ")
+	parsed := 0
+	for end, line := 0, 1; end < len(data) && parsed <= maxLocateBytes; line++ {
+		if i := bytes.IndexByte(data[end:], '\n'); i >= 0 {
+			end += i + 1
+		} else {
+			end = len(data)
+		}
+		parsed += end
+		var n yaml.Node
+		if err := yaml.Unmarshal(data[:end], &n); err != nil && yamlLine.ReplaceAllString(err.Error(), "yaml: ") == want {
+			return fmt.Sprintf("yaml: line %d: %s", line, strings.TrimPrefix(want, "yaml: "))
+		}
+	}
+	return msg
+}
+
+// maxLocateBytes bounds the bytes withLine parses to find an error's line.
+const maxLocateBytes = 16 << 20
 
 // value turns node n into the tree value of a t at key, or nil.
 func (w *walker) value(n *yaml.Node, t reflect.Type, key string, depth int) any {
