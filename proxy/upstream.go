@@ -125,11 +125,15 @@ func newUpstream(i int, u Upstream, tlsCfg *tls.Config) (*upstream, error) {
 	if tlsCfg.ServerName == "" {
 		tlsCfg.ServerName = base.Hostname()
 	}
+	// The dialer does the TLS handshake itself, so that the reuse check
+	// sits above TLS (tlsCheckedConn): fasthttp takes a connection with a
+	// Handshake method for one already secured and does not wrap it again.
+	// IsTLS stays set, as fasthttp refuses https requests without it.
 	up.client = &fasthttp.HostClient{
 		Addr:                          addr,
 		IsTLS:                         isTLS,
 		TLSConfig:                     tlsCfg,
-		Dial:                          dialer(base, isTLS),
+		Dial:                          dialer(base, isTLS, tlsCfg),
 		MaxConns:                      maxConnsPerHost,
 		MaxIdleConnDuration:           idleConnTimeout,
 		ReadBufferSize:                maxResponseHeader,
@@ -185,10 +189,27 @@ func (u *upstream) fetchModels(req *fasthttp.Request, deadline time.Time) ([]byt
 // holding bytes nobody asked for, before a request was written on it.
 var errStaleConn = errors.New("pooled upstream connection closed or holding unsolicited bytes")
 
+// errWouldBlock is what a check's read returns when nothing has arrived.
+// It is a temporary net.Error, so crypto/tls keeps the connection usable
+// after it (as after a read deadline).
+var errWouldBlock net.Error = wouldBlockError{}
+
+type wouldBlockError struct{}
+
+func (wouldBlockError) Error() string   { return "nothing to read yet" }
+func (wouldBlockError) Timeout() bool   { return true }
+func (wouldBlockError) Temporary() bool { return true }
+
+// probeWait is how long a check waits for bytes on a connection that has
+// no descriptor to peek at (probeIdle, readBriefly).
+const probeWait = time.Millisecond
+
 // dialer dials the upstream, through the HTTP proxy that HTTP_PROXY,
-// HTTPS_PROXY and NO_PROXY name for it if any (CONNECT), and wraps the
-// connection so that every reuse first checks it (see checkedConn).
-func dialer(base *url.URL, isTLS bool) fasthttp.DialFunc {
+// HTTPS_PROXY and NO_PROXY name for it if any (CONNECT), does the TLS
+// handshake with tlsCfg when isTLS (within dialTimeout of the dial's start),
+// and wraps the connection so that every reuse first checks it
+// (checkedConn, tlsCheckedConn).
+func dialer(base *url.URL, isTLS bool, tlsCfg *tls.Config) fasthttp.DialFunc {
 	dial := func(addr string) (net.Conn, error) {
 		return (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).Dial("tcp", addr)
 	}
@@ -197,28 +218,49 @@ func dialer(base *url.URL, isTLS bool) fasthttp.DialFunc {
 		dial = fasthttpproxy.FasthttpHTTPDialerTimeout(pu.String(), dialTimeout)
 	}
 	return func(addr string) (net.Conn, error) {
+		deadline := time.Now().Add(dialTimeout)
 		c, err := dial(addr)
 		if err != nil {
 			return nil, err
 		}
-		return newCheckedConn(c, isTLS), nil
+		if !isTLS {
+			return newCheckedConn(c), nil
+		}
+		return tlsHandshake(c, tlsCfg, deadline)
 	}
 }
 
-// checkedConn is an upstream TCP connection that, when a new request starts
-// on it (a write after reads), peeks without blocking at what the upstream
-// sent since the last response. Bytes there were never asked for (an
-// upstream that answered twice, or injected data): reading them as the next
-// response would hand one caller's answer to the next, so the connection is
-// refused and closed. EOF means the upstream closed the idle connection. In
-// both cases the write fails with errStaleConn before any byte is sent, so
-// the request may safely go out on a fresh connection.
-//
-// TLS connections are checked for EOF only: a TLS 1.3 server may send
-// session tickets after the handshake, which are not stray bytes.
+// tlsHandshake runs the client handshake on c by deadline and returns the
+// checked TLS connection; c is closed on failure.
+func tlsHandshake(c net.Conn, cfg *tls.Config, deadline time.Time) (net.Conn, error) {
+	w := &tlsWire{Conn: c, now: newNowReader(c)}
+	tc := tls.Client(w, cfg)
+	err := tc.SetDeadline(deadline)
+	if err == nil {
+		err = tc.Handshake()
+	}
+	if err == nil {
+		err = tc.SetDeadline(time.Time{})
+	}
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	return &tlsCheckedConn{Conn: tc, wire: w}, nil
+}
+
+// checkedConn is a plain-HTTP upstream connection that, when a new request
+// starts on it (a write after reads), peeks without blocking at what the
+// upstream sent since the last response. Bytes there were never asked for
+// (an upstream that answered twice, or injected data): reading them as the
+// next response would hand one caller's answer to the next, so the
+// connection is refused and closed. EOF means the upstream closed the idle
+// connection. In both cases the write fails with errStaleConn before any
+// byte is sent, so the request may safely go out on a fresh connection.
+// A connection without a descriptor to peek at is checked by a read of at
+// most probeWait (probeIdle).
 type checkedConn struct {
 	net.Conn
-	tls     bool
 	reading bool // the last operation was a read
 	peeker
 }
@@ -237,3 +279,128 @@ func (c *checkedConn) Write(b []byte) (int, error) {
 	}
 	return c.Conn.Write(b)
 }
+
+// probeIdle reports whether nothing arrives on c within probeWait; buf
+// takes what does (the connection is discarded then).
+func probeIdle(c net.Conn, buf []byte) bool {
+	n, err := readBriefly(c, buf)
+	return n == 0 && err == errWouldBlock
+}
+
+// readBriefly reads into p what arrives on c within probeWait, or returns
+// errWouldBlock; it leaves c without a read deadline, which fasthttp sets
+// again before it reads a response. A net.Conn stays usable after a read
+// deadline has passed.
+func readBriefly(c net.Conn, p []byte) (int, error) {
+	if err := c.SetReadDeadline(time.Now().Add(probeWait)); err != nil {
+		return 0, err
+	}
+	n, err := c.Read(p)
+	if derr := c.SetReadDeadline(time.Time{}); err == nil {
+		err = derr
+	}
+	if n == 0 && isNetTimeout(err) {
+		return 0, errWouldBlock
+	}
+	return n, err
+}
+
+// tlsCheckedConn is a TLS upstream connection checked before each reuse
+// like checkedConn, but above TLS: at the TCP layer a TLS 1.3 session
+// ticket or key update is indistinguishable from a stray response. The
+// check is one TLS read that must not wait (tlsWire.probing): crypto/tls
+// consumes post-handshake messages itself and returns application data or
+// EOF, which mean the connection is dirty, or errWouldBlock, which means
+// it is clean if no TLS record has arrived only in part (tlsWire.frame; a
+// partial record may be the start of a stray response). fasthttp's own
+// read and write deadlines are untouched by the check, save that the read
+// deadline is cleared; fasthttp sets it again before reading a response.
+type tlsCheckedConn struct {
+	*tls.Conn
+	wire    *tlsWire
+	reading bool // the last operation was a read
+	buf     [1]byte
+}
+
+func (c *tlsCheckedConn) Read(b []byte) (int, error) {
+	c.reading = true
+	return c.Conn.Read(b)
+}
+
+func (c *tlsCheckedConn) Write(b []byte) (int, error) {
+	if c.reading {
+		c.reading = false
+		if !c.idleClean() {
+			return 0, errStaleConn
+		}
+	}
+	return c.Conn.Write(b)
+}
+
+// idleClean reports whether nothing but TLS's own messages has arrived on
+// the idle connection: no application data, no alert, no EOF, and no
+// record in part.
+func (c *tlsCheckedConn) idleClean() bool {
+	// A read deadline left by the last response may have passed; Go would
+	// then not even look at the socket.
+	if err := c.Conn.SetReadDeadline(time.Time{}); err != nil {
+		return false
+	}
+	c.wire.probing = true
+	n, err := c.Conn.Read(c.buf[:])
+	c.wire.probing = false
+	return n == 0 && err == errWouldBlock && c.wire.frame.boundary()
+}
+
+// tlsWire is the connection under a TLS upstream connection. It follows
+// the TLS record framing of every byte it reads, and while probing its
+// reads never wait: they return what has arrived or errWouldBlock (at
+// most probeWait, without a descriptor).
+type tlsWire struct {
+	net.Conn
+	now     *nowReader // nil: no descriptor; probes use readBriefly
+	probing bool
+	frame   recordFrame
+}
+
+func (w *tlsWire) Read(p []byte) (n int, err error) {
+	switch {
+	case !w.probing:
+		n, err = w.Conn.Read(p)
+	case w.now != nil:
+		n, err = w.now.read(p)
+	default:
+		n, err = readBriefly(w.Conn, p)
+	}
+	w.frame.advance(p[:n])
+	return n, err
+}
+
+// recordFrame follows TLS record boundaries in a byte stream: each record
+// is a 5-byte header (type, version, length) and length bytes.
+type recordFrame struct {
+	hdr  [5]byte
+	nhdr int // header bytes seen of the current record
+	left int // body bytes of the current record still to come
+}
+
+func (f *recordFrame) advance(p []byte) {
+	for len(p) > 0 {
+		if f.left > 0 {
+			k := min(f.left, len(p))
+			f.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(f.hdr[f.nhdr:], p)
+		f.nhdr += k
+		p = p[k:]
+		if f.nhdr == len(f.hdr) {
+			f.left = int(f.hdr[3])<<8 | int(f.hdr[4])
+			f.nhdr = 0
+		}
+	}
+}
+
+// boundary reports whether the stream read so far ends with a whole record.
+func (f *recordFrame) boundary() bool { return f.nhdr == 0 && f.left == 0 }
