@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -128,8 +127,9 @@ func (p *Proxy) serveUsage(ctx *fasthttp.RequestCtx, c caller) {
 
 // setGatewayLimitHeaders puts the caller's tightest token and request
 // limits, as the request's reservation left them, on a metered response as
-// x-gateway-ratelimit-{limit,remaining,reset}-{tokens,requests}; the
-// upstream's own x-ratelimit-* stay as they are.
+// x-gateway-ratelimit-{limit,remaining,reset}-{tokens,requests}, resets in
+// OpenAI's format as on a 429 (appendReset: "6m0s", "1.5s"); the upstream's
+// own x-ratelimit-* stay as they are.
 func setGatewayLimitHeaders(h *fasthttp.ResponseHeader, res *limiter.Reservation) {
 	tok, req, tokOK, reqOK := res.Tightest()
 	if tokOK {
@@ -142,8 +142,7 @@ func setGatewayLimitHeaders(h *fasthttp.ResponseHeader, res *limiter.Reservation
 		var b [32]byte
 		h.SetBytesV("X-Gateway-Ratelimit-Limit-Usd", strconv.AppendFloat(b[:0], limiter.USD(cost.Limit), 'f', -1, 64))
 		h.SetBytesV("X-Gateway-Ratelimit-Remaining-Usd", strconv.AppendFloat(b[:0], limiter.USD(cost.Remaining), 'f', -1, 64))
-		secs := int64((cost.Reset + time.Second - 1) / time.Second)
-		h.SetBytesV("X-Gateway-Ratelimit-Reset-Usd", append(strconv.AppendInt(b[:0], secs, 10), 's'))
+		h.SetBytesV("X-Gateway-Ratelimit-Reset-Usd", appendReset(b[:0], cost.Reset))
 	}
 }
 
@@ -151,6 +150,5 @@ func setHeadroom(h *fasthttp.ResponseHeader, r *limiter.Headroom, limit, remaini
 	var b [24]byte
 	h.SetBytesV(limit, strconv.AppendInt(b[:0], r.Limit, 10))
 	h.SetBytesV(remaining, strconv.AppendInt(b[:0], r.Remaining, 10))
-	secs := int64((r.Reset + time.Second - 1) / time.Second)
-	h.SetBytesV(reset, append(strconv.AppendInt(b[:0], secs, 10), 's'))
+	h.SetBytesV(reset, appendReset(b[:0], r.Reset))
 }
