@@ -258,9 +258,4 @@ func errRateLimited(r *limiter.Rejection, maxWait time.Duration) *apiError {
 
 // formatReset formats a duration the way OpenAI's x-ratelimit-reset-*
 // headers do ("6m0s", "1s", "250ms"): a Go duration rounded to milliseconds.
-func formatReset(d time.Duration) string {
-	if d <= 0 {
-		return "0s"
-	}
-	return max(d.Round(time.Millisecond), time.Millisecond).String()
-}
+func formatReset(d time.Duration) string { return string(appendReset(nil, d)) }

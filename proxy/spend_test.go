@@ -102,7 +102,7 @@ func TestMaxOutput(t *testing.T) {
 		{`{"max_tokens":1e300}`, maxUsageTokens},
 		{`{"max_tokens":"many"}`, 0},
 		{`{"messages":[{"max_tokens":99}]}`, 0}, // only the top level counts
-		{`{"max_tok\u0065ns":500}`, 500},         // as every JSON decoder upstream reads it
+		{`{"max_tok\u0065ns":500}`, 500},        // as every JSON decoder upstream reads it
 		{`{"max_completion_tok\u0065ns":64,"max_tokens":16}`, 64},
 	} {
 		if got := maxOutput([]byte(tc.body)); got != tc.want {
