@@ -187,7 +187,7 @@ func errDepth() *apiError {
 
 func errDuplicateKey(key string) *apiError {
 	return &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
-		message: "The JSON body repeats the top-level key `" + key + "`."}
+		message: "The JSON body repeats the key `" + key + "` in one object."}
 }
 
 func errUnauthorized(reason string) *apiError {

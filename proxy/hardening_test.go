@@ -157,6 +157,10 @@ func TestHardeningDuplicateKeys(t *testing.T) {
 		`{"model":"gpt-4o","mod\u0065l":"x","messages":[{"role":"user","content":"hi"}]}`,
 		`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"messages":[{"role":"user","content":"a much longer prompt"}]}`,
 		`{"model":"gpt-4o","stream":false,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		// Nested: the estimate would read the short content, the upstream the long one.
+		`{"model":"gpt-4o","messages":[{"role":"user","content":"hi","content":"` + strings.Repeat("word ", 5000) + `"}]}`,
+		// The gateway would see include_usage true and not ask; the upstream false and not send it.
+		`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true,"include_usage":false},"messages":[{"role":"user","content":"hi"}]}`,
 	} {
 		resp, b := e.post(t, routeChat, body)
 		wantAPIError(t, resp, b, http.StatusBadRequest, "duplicate_key")

@@ -29,7 +29,7 @@ const (
 	bodyInvalid                  // not JSON, as encoding/json.Valid judges it
 	bodyTooDeep                  // nested deeper than maxJSONDepth
 	bodyNotObject                // valid JSON, but the top level is not an object
-	bodyDuplicateKey             // the top-level object repeats a key
+	bodyDuplicateKey             // an object repeats a key
 	bodyTooLarge                 // 4 GiB or more: offsets of keys would not fit in 32 bits
 )
 
@@ -58,7 +58,11 @@ const maxReportedKey = 256
 // checkBody checks a request body in one pass over its bytes: it must be
 // valid JSON (exactly what encoding/json.Valid accepts, which includes
 // invalid UTF-8 inside strings), nested at most maxJSONDepth levels, with an
-// object at the top level that names no key twice. Keys are compared as
+// object at the top level, and no object in it may name a key twice: the
+// gateway reads a message's content or stream_options.include_usage with
+// gjson, which takes the first of two, while most upstreams take the last,
+// so a repeat anywhere would let the prompt estimate or the usage request
+// differ from what the upstream runs. Keys are compared as
 // encoding/json would decode them: escapes are resolved, and invalid UTF-8
 // and unpaired surrogates become U+FFFD, so `"model"` and `"mod\u0065l"`
 // are the same key (gjson reads the first of two, most upstreams the last).
@@ -71,7 +75,9 @@ const maxReportedKey = 256
 // string, which does not keep b alive.
 //
 // checkBody allocates nothing unless the top-level object has more than
-// inlineKeys keys (then a hash table of 8 bytes a slot) or it reports a key.
+// inlineKeys keys, an object nested deeper than inlineDeepLevels levels has
+// keys, or a nested object has more than about 3/4 of inlineDeepKeys keys
+// (then hash tables of 8 bytes a slot), or it reports a key.
 // It is safe for concurrent use.
 func checkBody(b []byte) (problem bodyProblem, key string) {
 	if uint64(len(b)) > math.MaxUint32 {
@@ -80,6 +86,10 @@ func checkBody(b []byte) (problem bodyProblem, key string) {
 	var sc bodyScanner
 	var inline [2 * inlineKeys]keySlot // the key table while it is small, on the stack
 	sc.keys.slots = inline[:]
+	var deep [inlineDeepLevels][inlineDeepKeys]keySlot // those of nested objects
+	for d := range deep {
+		sc.deep[d].slots = deep[d][:]
+	}
 	if _, p := sc.scan(b, true); p != bodyOK {
 		return p, ""
 	}
@@ -109,13 +119,24 @@ func validValue(b []byte) int {
 type bodyScanner struct {
 	stack     [maxJSONDepth]byte // '{' or '[' of each open container
 	topObject bool
-	dup       int // offset of the first repeated top-level key's content, or -1
+	dup       int // offset of the first repeated key's content, or -1
 	keys      keySet
+	// deep[d] holds the keys of the object open at depth d+2 (deeper
+	// than the top level), emptied when the next object opens there.
+	deep [maxJSONDepth - 1]keySet
 }
 
+// Inline key tables of nested objects: the first inlineDeepLevels levels
+// below the top get inlineDeepKeys slots on the stack each, enough for the
+// objects of chat, Responses and Messages bodies.
+const (
+	inlineDeepLevels = 10
+	inlineDeepKeys   = 16
+)
+
 // scan validates the value at the start of b. With whole, only white space
-// may follow it and top-level keys are checked for repeats. end is the index
-// just past the value, or -1 when b is not valid.
+// may follow it and the keys of every object are checked for repeats. end
+// is the index just past the value, or -1 when b is not valid.
 func (sc *bodyScanner) scan(b []byte, whole bool) (end int, problem bodyProblem) {
 	const (
 		stValue = iota // a value must come next
@@ -145,6 +166,9 @@ func (sc *bodyScanner) scan(b []byte, whole bool) (end int, problem bodyProblem)
 				depth++
 				i = skipWS(b, i+1)
 				if c == '{' {
+					if checkKeys && depth > 1 {
+						sc.deep[depth-2].reset()
+					}
 					state = stKey
 					if i < len(b) && b[i] == '}' {
 						depth--
@@ -183,8 +207,14 @@ func (sc *bodyScanner) scan(b []byte, whole bool) (end int, problem bodyProblem)
 			if i, esc = scanString(b, start); i < 0 {
 				return -1, bodyInvalid
 			}
-			if checkKeys && depth == 1 && sc.dup < 0 && !sc.keys.add(b, start, i-1, esc) {
-				sc.dup = start
+			if checkKeys && sc.dup < 0 {
+				set := &sc.keys
+				if depth > 1 {
+					set = &sc.deep[depth-2]
+				}
+				if !set.add(b, start, i-1, esc) {
+					sc.dup = start
+				}
 			}
 			i = skipWS(b, i)
 			if i >= len(b) || b[i] != ':' {
@@ -353,10 +383,10 @@ func isHexDigit(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// keySet remembers the top-level keys of one body by the offset of their
-// content in it, in an open-addressing hash table whose size is a power of
-// two: checkBody's array on the stack for up to inlineKeys keys, then on the
-// heap, doubling.
+// keySet remembers the keys of one object by the offset of their content
+// in the body, in an open-addressing hash table whose size is a power of
+// two: checkBody's arrays on the stack while small, then on the heap,
+// doubling.
 type keySet struct {
 	n     int
 	slots []keySlot
@@ -397,6 +427,23 @@ func (s *keySet) add(b []byte, start, end int, esc bool) bool {
 	s.n++
 	return true
 }
+
+// reset empties s for the next object at its depth: in place while the
+// table is small, else a fresh small one, so that many small objects after
+// a large one do not each pay for clearing its table.
+func (s *keySet) reset() {
+	switch {
+	case s.n == 0 && s.slots != nil:
+	case len(s.slots) > 0 && len(s.slots) <= maxClearedSlots:
+		clear(s.slots)
+	default:
+		s.slots = make([]keySlot, inlineDeepKeys)
+	}
+	s.n = 0
+}
+
+// maxClearedSlots is the largest key table reset clears in place (2 KiB).
+const maxClearedSlots = 256
 
 func (s *keySet) grow() {
 	old := s.slots

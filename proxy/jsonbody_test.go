@@ -3,8 +3,6 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -63,7 +61,11 @@ func TestJSONCheckBody(t *testing.T) {
 		{"duplicate empty key", `{"":1,"":2}`, bodyDuplicateKey, ""},
 		{"first duplicate reported", `{"b":1,"a":1,"a":2,"b":2}`, bodyDuplicateKey, "a"},
 		{"duplicate then invalid", `{"a":1,"a":2,}`, bodyInvalid, ""},
-		{"nested repeats are allowed", `{"a":{"x":1,"x":2},"b":[{"y":1,"y":2}]}`, bodyOK, ""},
+		{"nested repeat", `{"a":{"x":1,"x":2},"b":[{"y":1,"y":2}]}`, bodyDuplicateKey, "x"},
+		{"repeat in an array's object", `{"messages":[{"role":"user","content":"hi","c\u006fntent":"long"}]}`, bodyDuplicateKey, "content"},
+		{"repeat deep down", strings.Repeat(`{"a":[`, 20) + `{"k":1,"k":2}` + strings.Repeat("]}", 20), bodyDuplicateKey, "k"},
+		{"same key in sibling objects", `{"a":{"x":1},"b":{"x":2},"c":[{"y":1},{"y":2}],"x":3}`, bodyOK, ""},
+		{"siblings after a large object", `{"a":` + manyKeysString(300) + `,"b":[` + strings.Repeat(`{"x":1,"y":2},`, 50) + `{"x":1,"x":2}]}`, bodyDuplicateKey, "x"},
 		{"case differs", `{"model":1,"Model":2}`, bodyOK, ""},
 		{"prefix differs", `{"mode":1,"model":2,"models":3}`, bodyOK, ""},
 		{"escaped quote differs", `{"a\"":1,"a":2}`, bodyOK, ""},
@@ -197,33 +199,51 @@ func jsonDepth(b []byte) int {
 	return deepest
 }
 
-// refTopKeys is the reference for duplicate keys: encoding/json's decoder
-// decodes each top-level key; dup is the first one seen twice.
-func refTopKeys(b []byte) (dup string, found bool) {
+// refKeys is the reference for duplicate keys: encoding/json's decoder
+// decodes every key of every object; dup is the first one (in document
+// order) that its object has seen before.
+func refKeys(b []byte) (dup string, found bool) {
 	dec := json.NewDecoder(bytes.NewReader(b))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return "", false
+	type level struct {
+		seen map[string]bool // nil: an array
+		key  bool            // an object's next token is a key
 	}
-	seen := map[string]bool{}
-	for dec.More() {
+	var stack []*level
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].seen != nil {
+			stack[n-1].key = true
+		}
+	}
+	for {
 		tok, err := dec.Token()
 		if err != nil {
 			return "", false
 		}
-		k := tok.(string)
-		if seen[k] {
-			return k, true
+		if n := len(stack); n > 0 && stack[n-1].key {
+			if k, ok := tok.(string); ok {
+				if stack[n-1].seen[k] {
+					return k, true
+				}
+				stack[n-1].seen[k] = true
+				stack[n-1].key = false
+				continue
+			}
 		}
-		seen[k] = true
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &level{seen: map[string]bool{}, key: true})
+		case json.Delim('['):
+			stack = append(stack, &level{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+		if len(stack) == 0 {
 			return "", false
 		}
 	}
-	if _, err := dec.Token(); err != nil && !errors.Is(err, io.EOF) {
-		return "", false
-	}
-	return "", false
 }
 
 func FuzzJSONCheckBody(f *testing.F) {
@@ -267,7 +287,7 @@ func FuzzJSONCheckBody(f *testing.F) {
 		if top != (got != bodyNotObject) {
 			t.Fatalf("got %v, want object %v for %q", got, top, b)
 		}
-		wantKey, dup := refTopKeys(b)
+		wantKey, dup := refKeys(b)
 		if dup != (got == bodyDuplicateKey) {
 			t.Fatalf("got %v %q, want duplicate %v (%q) for %q", got, key, dup, wantKey, b)
 		}
