@@ -143,10 +143,15 @@ const (
 )
 
 // estimatePrompt returns the prompt tokens of a metered request body:
-// messages (chat; role, name and content text), prompt (completions), input
-// (embeddings; responses, plus instructions). Token-id arrays count their
-// length. Images, audio, tools and schemas are not counted. It tokenizes
-// every text (cached by hash); promptBound is its cheap counterpart.
+// messages (chat; role, name, content text, and tool calls' names and
+// arguments), prompt (completions), input (embeddings; responses, plus
+// instructions and function calls' names and arguments), Anthropic's system
+// prompt and messages (with tool_use inputs). Tool definitions and output
+// schemas (chat tools, functions and response_format.json_schema; Responses
+// tools and text.format; Anthropic tools) count as their raw JSON text,
+// which upstreams bill as prompt in a form of their own. Token-id arrays
+// count their length. Images and audio are not counted. It tokenizes every
+// text (cached by hash); promptBound is its cheap counterpart.
 func (t *tokenizers) estimatePrompt(route, model string, body []byte) int64 {
 	c := counter{t: t, model: model}
 	c.walk(route, body)
@@ -200,9 +205,17 @@ func (c *counter) walk(route string, body []byte) {
 				c.text(name)
 			}
 			c.content(m.Get("content"))
+			m.Get("tool_calls").ForEach(func(_, call gjson.Result) bool {
+				c.call(call.Get("function"))
+				return true
+			})
+			c.call(m.Get("function_call")) // deprecated form of tool_calls
 			return true
 		})
 		c.fixed(tokensReplyPrime)
+		c.json(gjson.Get(js, "tools"))
+		c.json(gjson.Get(js, "functions"))
+		c.json(gjson.Get(js, "response_format.json_schema"))
 	case routeCompletions:
 		c.inputs(gjson.Get(js, "prompt"))
 	case routeEmbeddings:
@@ -222,14 +235,23 @@ func (c *counter) walk(route string, body []byte) {
 					if r := block.Get("content"); r.Exists() {
 						c.content(r)
 					}
+					if in := block.Get("input"); in.Exists() { // tool_use
+						c.text(block.Get("name"))
+						c.json(in)
+					}
 					return true
 				})
 			}
 			return true
 		})
 		c.fixed(tokensReplyPrime)
+		c.json(gjson.Get(js, "tools"))
 	case routeResponses:
 		c.text(gjson.Get(js, "instructions"))
+		c.json(gjson.Get(js, "tools"))
+		if f := gjson.Get(js, "text.format"); f.Get("schema").Exists() {
+			c.json(f) // a json_schema format
+		}
 		in := gjson.Get(js, "input")
 		if !in.IsArray() {
 			c.text(in)
@@ -239,7 +261,8 @@ func (c *counter) walk(route string, body []byte) {
 			c.fixed(tokensPerMessage)
 			c.text(m.Get("role"))
 			c.content(m.Get("content"))
-			c.text(m.Get("output")) // function_call_output items
+			c.content(m.Get("output")) // function_call_output items
+			c.call(m)                  // function_call items
 			return true
 		})
 		c.fixed(tokensReplyPrime)
@@ -262,6 +285,33 @@ func (c *counter) text(v gjson.Result) {
 		return
 	}
 	b, g := measure(v.Raw, c.o200k)
+	c.n += b
+	c.milli += g
+}
+
+// call counts a function call's name and arguments (a JSON text in a
+// string): a chat tool call's function, a deprecated function_call, or a
+// Responses function_call item.
+func (c *counter) call(v gjson.Result) {
+	if !v.IsObject() {
+		return
+	}
+	c.text(v.Get("name"))
+	c.text(v.Get("arguments"))
+}
+
+// json counts a JSON value as its raw text, as written in the body (tool
+// definitions, schemas, tool_use inputs); null and absent values count
+// nothing.
+func (c *counter) json(v gjson.Result) {
+	if !v.Exists() || v.Type == gjson.Null {
+		return
+	}
+	if c.t != nil {
+		c.n += c.t.count(c.model, unsafeBytes(v.Raw))
+		return
+	}
+	b, g := measureText(v.Raw, false, c.o200k)
 	c.n += b
 	c.milli += g
 }
@@ -329,11 +379,16 @@ func measure(raw string, o200k bool) (bound, milli int64) {
 	if len(raw) < 2 {
 		return int64(len(raw)) * utf8.UTFMax, 0 // not a string gjson returns; stay an upper bound
 	}
+	return measureText(raw[1:len(raw)-1], true, o200k)
+}
+
+// measureText is measure of s, a string's JSON text without its quotes
+// when unescape is set (escapes decoded), or a text tokenized as it is.
+func measureText(s string, unescape, o200k bool) (bound, milli int64) {
 	w := &cl100kGuess
 	if o200k {
 		w = &o200kGuess
 	}
-	s := raw[1 : len(raw)-1]
 	invalid := false
 	prev, digits := classNone, 0
 	for i := 0; i < len(s); {
@@ -341,7 +396,7 @@ func measure(raw string, o200k bool) (bound, milli int64) {
 		var r rune
 		var size int // bytes the tokenizer sees
 		switch {
-		case c == '\\' && i+1 < len(s):
+		case c == '\\' && unescape && i+1 < len(s):
 			i++
 			if s[i] != 'u' {
 				r, size = rune(unescapeByte(s[i])), 1

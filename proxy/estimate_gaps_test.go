@@ -1,0 +1,129 @@
+package proxy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// gapWords returns n distinct words "x0 x1 ... x(n-1)", about 2 tokens each.
+func gapWords(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "x%d", i)
+	}
+	return b.String()
+}
+
+// toolBodies are requests whose prompt is mostly in tool definitions, tool calls' arguments,
+// tool_use inputs or output schemas: text upstreams bill as prompt. %s is where the big text
+// goes (a JSON string's content).
+var toolBodies = []struct{ name, route, body string }{
+	{"chat tools", routeChat, `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],` +
+		`"tools":[{"type":"function","function":{"name":"f","description":"%s","parameters":{"type":"object","properties":{}}}}]}`},
+	{"chat tool_calls arguments", routeChat, `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"},` +
+		`{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"%s"}}]},` +
+		`{"role":"tool","tool_call_id":"c1","content":"ok"}]}`},
+	{"chat function_call", routeChat, `{"model":"gpt-4o","messages":[{"role":"assistant","function_call":{"name":"f","arguments":"%s"}}]}`},
+	{"chat functions", routeChat, `{"model":"gpt-4o","messages":[],"functions":[{"name":"f","description":"%s"}]}`},
+	{"chat response_format", routeChat, `{"model":"gpt-4o","messages":[],` +
+		`"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object","description":"%s"}}}}`},
+	{"responses tools", routeResponses, `{"model":"gpt-4o","input":"hi","tools":[{"type":"function","name":"f","description":"%s"}]}`},
+	{"responses function_call", routeResponses, `{"model":"gpt-4o","input":[{"role":"user","content":"hi"},` +
+		`{"type":"function_call","call_id":"c1","name":"f","arguments":"%s"},{"type":"function_call_output","call_id":"c1","output":"ok"}]}`},
+	{"responses text.format", routeResponses, `{"model":"gpt-4o","input":"hi",` +
+		`"text":{"format":{"type":"json_schema","name":"s","schema":{"type":"object","description":"%s"}}}}`},
+	{"messages tools", routeMessages, `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"hi"}],` +
+		`"tools":[{"name":"f","description":"%s","input_schema":{"type":"object"}}]}`},
+	{"messages tool_use input", routeMessages, `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[{"role":"user","content":"hi"},` +
+		`{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"f","input":{"q":"%s"}}]},` +
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}]}`},
+}
+
+// TestEstimateCountsTools checks that the exact count, the bound and the guess all count the
+// text in tools, tool calls and schemas: 2,000 words there are about 4,000 tokens.
+func TestEstimateCountsTools(t *testing.T) {
+	var tok tokenizers
+	big := gapWords(2000)
+	alone := tok.estimatePrompt(routeCompletions, "gpt-4o", []byte(`{"prompt":"`+big+`"}`))
+	for _, tt := range toolBodies {
+		t.Run(tt.name, func(t *testing.T) {
+			body := []byte(fmt.Sprintf(tt.body, big))
+			for _, model := range boundModels {
+				exact := tok.estimatePrompt(tt.route, model, body)
+				bound, cheap := promptBound(tt.route, model, body)
+				if exact < alone {
+					t.Errorf("%s: exact %d, want at least the text's own %d", model, exact, alone)
+				}
+				if bound < exact {
+					t.Errorf("%s: bound %d, want >= exact %d", model, bound, exact)
+				}
+				if cheap < exact*3/4 || cheap > bound {
+					t.Errorf("%s: guess %d, want within [%d, %d]", model, cheap, exact*3/4, bound)
+				}
+			}
+		})
+	}
+}
+
+// randomToolsBody returns a body for route with random texts in tool definitions, tool calls
+// and schemas, raw and escaped: the texts counted as raw JSON.
+func randomToolsBody(r *rand.Rand, route string) []byte {
+	x := func() string { return randomText(r) }
+	switch route {
+	case routeChat:
+		return []byte(`{"messages":[{"role":"assistant","tool_calls":[{"function":{"name":` + x() + `,"arguments":` + x() + `}}],` +
+			`"function_call":{"name":` + x() + `,"arguments":` + x() + `}}],"tools":[{"function":{"description":` + x() + `}},` + x() + `],` +
+			`"functions":` + x() + `,"response_format":{"json_schema":{"d":` + x() + `}}}`)
+	case routeResponses:
+		return []byte(`{"input":[{"type":"function_call","name":` + x() + `,"arguments":` + x() + `},{"output":[{"text":` + x() + `}]}],` +
+			`"tools":[{"description":` + x() + `}],"text":{"format":{"schema":{` + x() + `:` + x() + `}}}}`)
+	default:
+		return []byte(`{"messages":[{"role":"assistant","content":[{"type":"tool_use","name":` + x() + `,"input":{"q":` + x() + `}}]}],` +
+			`"tools":[{"description":` + x() + `,"input_schema":[` + x() + `]}]}`)
+	}
+}
+
+// TestPromptBoundToolsRandom checks bound >= exact with the real tokenizers on random texts in
+// the fields counted as raw JSON (invalid UTF-8, escapes and all).
+func TestPromptBoundToolsRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var tok tokenizers
+	for _, route := range []string{routeChat, routeResponses, routeMessages} {
+		t.Run(route, func(t *testing.T) {
+			for range 300 {
+				checkBound(t, &tok, route, randomToolsBody(r, route))
+			}
+		})
+	}
+}
+
+// TestToolsRefusedAtAdmission: a chat request carrying 10,000 words in its tools and an
+// assistant tool call's arguments (about 20,000 prompt tokens upstream) against a 2,000-token
+// limit is refused before it is forwarded, as larger than the limit, instead of being
+// admitted on the estimate of its message texts (17 tokens).
+func TestToolsRefusedAtAdmission(t *testing.T) {
+	up := newFakeLLM(t)
+	store := newMapStore()
+	e := newEnv(t, upstreams(up), newRealLimiter(t, store, 2000, 0))
+	big := gapWords(5000)
+	body := `{"model":"gpt-4o","max_tokens":5,"messages":[{"role":"user","content":"hi"},` +
+		`{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"` + big + `"}}]},` +
+		`{"role":"tool","tool_call_id":"c1","content":"ok"}],` +
+		`"tools":[{"type":"function","function":{"name":"f","description":"` + big + `","parameters":{"type":"object","properties":{}}}}]}`
+	resp, b := e.post(t, routeChat, body, "user", "mallory")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("x-should-retry") != "false" {
+		t.Errorf("status %d, x-should-retry %q (body %.200s): want 429, false", resp.StatusCode, resp.Header.Get("x-should-retry"), b)
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Errorf("upstream calls: got %d, want 0", n)
+	}
+	if got := store.total("tokens", "mallory"); got != 0 {
+		t.Errorf("charged: got %d, want 0", got)
+	}
+}
