@@ -8,8 +8,10 @@ import (
 
 // Anthropic's Messages API (https://docs.anthropic.com/en/api/messages):
 // usage comes from the `usage` object of a response, and in a stream from
-// `message_start` (the whole usage so far) and `message_delta` (cumulative
-// figures, replacing earlier ones).
+// `message_start` (the prompt side: input and cache tokens, with an
+// output_tokens sent before any output, 1 from the real API) and
+// `message_delta` (cumulative figures, replacing earlier ones; its
+// output_tokens is the output's).
 
 // Header names and values of the Messages API.
 const (
@@ -59,22 +61,24 @@ func (a anthropicUsage) usage() Usage {
 }
 
 // merge overwrites the figures present in the usage object v (a message_delta
-// carries cumulative figures, some of them only). It reports whether v is a
-// complete, valid JSON object; a truncated one is ignored.
-func (a *anthropicUsage) merge(v gjson.Result) bool {
+// carries cumulative figures, some of them only). ok reports whether v is a
+// complete, valid JSON object (a truncated one is ignored), output whether
+// it had output_tokens.
+func (a *anthropicUsage) merge(v gjson.Result) (ok, output bool) {
 	if !v.IsObject() || !depthOK(unsafeBytes(v.Raw), MaxDepth) || !gjson.Valid(v.Raw) {
-		return false
+		return false, false
 	}
-	set := func(dst *int64, name string) {
-		if f := v.Get(name); f.Exists() {
+	set := func(dst *int64, name string) bool {
+		f := v.Get(name)
+		if f.Exists() {
 			*dst = number(f)
 		}
+		return f.Exists()
 	}
 	set(&a.input, "input_tokens")
 	set(&a.cacheCreation, "cache_creation_input_tokens")
 	set(&a.cacheRead, "cache_read_input_tokens")
-	set(&a.output, "output_tokens")
-	return true
+	return true, set(&a.output, "output_tokens")
 }
 
 // number returns a JSON number as a token figure clamped to [0, MaxTokens];
@@ -102,7 +106,7 @@ func clamp(n int64) int64 {
 // concurrent use and does not keep body.
 func AnthropicUsage(body []byte) (u Usage, ok bool) {
 	var a anthropicUsage
-	if !a.merge(gjson.Get(unsafeString(body), "usage")) {
+	if ok, _ := a.merge(gjson.Get(unsafeString(body), "usage")); !ok {
 		return Usage{}, false
 	}
 	return a.usage(), true
@@ -114,14 +118,18 @@ const textMax = 16 << 10
 
 // AnthropicStreamMeter meters a Messages API event stream: feed it every
 // event with Event, then read Usage, or CompletionTokens when the upstream
-// sent no usage. It keeps at most textMax bytes of streamed text, tokenizing
-// them whenever the buffer fills, so its memory is bounded however long the
-// stream. The zero value is not usable; call NewAnthropicStreamMeter. Not
-// safe for concurrent use.
+// sent no usage. Until a message_delta reports output_tokens, the output
+// is metered as the larger of the output_tokens reported (message_start's
+// placeholder) and the tokens of the text streamed so far, so a stream cut
+// before message_delta is metered for what it produced. It keeps at most
+// textMax bytes of streamed text, tokenizing them whenever the buffer
+// fills, so its memory is bounded however long the stream. The zero value
+// is not usable; call NewAnthropicStreamMeter. Not safe for concurrent use.
 type AnthropicStreamMeter struct {
 	count      func([]byte) int64
 	usage      anthropicUsage
 	haveUsage  bool
+	haveOutput bool   // a message_delta reported output_tokens
 	text       []byte // streamed text not yet counted
 	textTokens int64  // tokens of the text already counted
 }
@@ -154,12 +162,13 @@ func (m *AnthropicStreamMeter) Event(name string, data []byte) {
 	}
 	switch name {
 	case "message_start":
-		if m.usage.merge(gjson.Get(js, "message.usage")) {
+		if ok, _ := m.usage.merge(gjson.Get(js, "message.usage")); ok {
 			m.haveUsage = true
 		}
 	case "message_delta":
-		if m.usage.merge(gjson.Get(js, "usage")) {
+		if ok, output := m.usage.merge(gjson.Get(js, "usage")); ok {
 			m.haveUsage = true
+			m.haveOutput = m.haveOutput || output
 		}
 	case "content_block_delta":
 		m.addText(deltaText(gjson.Get(js, "delta")))
@@ -213,9 +222,14 @@ func (m *AnthropicStreamMeter) tokens(b []byte) int64 {
 }
 
 // Usage returns the usage the stream reported so far; ok is false when no
-// event carried a usage object.
+// event carried a usage object. Before a message_delta reported
+// output_tokens, Completion is at least the tokens of the streamed text.
 func (m *AnthropicStreamMeter) Usage() (u Usage, ok bool) {
-	return m.usage.usage(), m.haveUsage
+	u = m.usage.usage()
+	if m.haveUsage && !m.haveOutput {
+		u.Completion = max(u.Completion, m.CompletionTokens())
+	}
+	return u, m.haveUsage
 }
 
 // CompletionTokens returns the tokens of all the text streamed so far

@@ -59,7 +59,29 @@ func TestAnthropicStreamMeter(t *testing.T) {
 		{"name from data type", []ev{
 			{"", `{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}`},
 			{"", `{"type":"content_block_delta","delta":{"type":"input_json_delta","partial_json":"{\"a\":1}"}}`},
-		}, Usage{Prompt: 3, Completion: 1}, true, 2},
+		}, Usage{Prompt: 3, Completion: 2}, true, 2},
+		// Cut before message_delta: message_start's output_tokens (1) is
+		// no measure of the output; the streamed text is.
+		{"cut after text", []ev{
+			{"message_start", `{"type":"message_start","message":{"usage":{"input_tokens":7,"cache_creation_input_tokens":2,"output_tokens":1}}}`},
+			{"content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"` + strings.Repeat("abcd", 40) + `"}}`},
+			{"content_block_delta", `{"type":"content_block_delta","delta":{"type":"input_json_delta","partial_json":"` + strings.Repeat("x", 40) + `"}}`},
+		}, Usage{Prompt: 9, Completion: 50, CacheCreation: 2}, true, 50},
+		{"cut before text", []ev{
+			{"message_start", `{"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}`},
+		}, Usage{Prompt: 7, Completion: 1}, true, 0},
+		{"message_delta without output_tokens", []ev{
+			{"message_start", `{"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}`},
+			{"content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"abcdefgh"}}`},
+			{"message_delta", `{"type":"message_delta","usage":{"input_tokens":8}}`},
+		}, Usage{Prompt: 8, Completion: 2}, true, 2},
+		// message_delta's output_tokens is the upstream's count, even
+		// below the gateway's count of the text.
+		{"message_delta authoritative", []ev{
+			{"message_start", `{"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}`},
+			{"content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"` + strings.Repeat("abcd", 40) + `"}}`},
+			{"message_delta", `{"type":"message_delta","usage":{"output_tokens":12}}`},
+		}, Usage{Prompt: 7, Completion: 12}, true, 40},
 		{"no usage", []ev{
 			{"message_start", `{"message":{"id":"x"}}`},
 			{"content_block_delta", `{"delta":{"type":"text_delta","text":"w1 w2 w3 w4"}}`},

@@ -68,6 +68,9 @@ type MessagesStream struct {
 	stopSeq   []byte // raw JSON of stop_sequence, nil for null
 	usage     Usage
 	haveUsage bool
+	// finalUsage: usage came with or after finish_reason, so its
+	// completion_tokens count the whole output.
+	finalUsage bool
 }
 
 // NewMessagesStream returns a translator writing to w.
@@ -87,8 +90,17 @@ func (s *MessagesStream) Finished() bool { return s.reason != "" }
 
 // Usage returns the usage the stream reported (prompt tokens with the
 // cached ones); ok is false when it reported none (then meter with
-// CompletionTokens).
-func (s *MessagesStream) Usage() (Usage, bool) { return s.usage, s.haveUsage }
+// CompletionTokens). Usage that came before finish_reason (an upstream
+// reporting it early, or on every chunk) may not count all the output
+// that streamed: Completion is then at least the tokens of the streamed
+// text and tool arguments.
+func (s *MessagesStream) Usage() (Usage, bool) {
+	u := s.usage
+	if s.haveUsage && !s.finalUsage {
+		u.Completion = max(u.Completion, s.CompletionTokens())
+	}
+	return u, s.haveUsage
+}
 
 // CompletionTokens returns the tokenizer count of the streamed text and
 // tool arguments.
@@ -181,6 +193,7 @@ func (s *MessagesStream) Event(_ string, data []byte) error {
 	}
 	if u, ok := ChatUsage(use); ok {
 		s.usage, s.haveUsage = u, true
+		s.finalUsage = s.reason != ""
 	}
 	return s.write()
 }
@@ -346,8 +359,8 @@ func (s *MessagesStream) finish() {
 	if reason == "" {
 		reason = "end_turn"
 	}
-	u := s.usage
-	if !s.haveUsage {
+	u, ok := s.Usage()
+	if !ok {
 		u = Usage{Prompt: clamp(s.opts.Prompt), Completion: s.CompletionTokens()}
 	}
 	s.event("message_delta", `{"type":"message_delta","delta":{"stop_reason":"`)
