@@ -1,11 +1,16 @@
 package proxy
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // gapWords returns n distinct words "x0 x1 ... x(n-1)", about 2 tokens each.
@@ -125,5 +130,111 @@ func TestToolsRefusedAtAdmission(t *testing.T) {
 	}
 	if got := store.total("tokens", "mallory"); got != 0 {
 		t.Errorf("charged: got %d, want 0", got)
+	}
+}
+
+// randomLetters returns n pseudo-random letters from alphabet, deterministic.
+func randomLetters(n int, alphabet string) string {
+	var b strings.Builder
+	x := uint32(12345)
+	for range n {
+		x = x*1664525 + 1013904223
+		b.WriteByte(alphabet[(x>>16)%uint32(len(alphabet))])
+	}
+	return b.String()
+}
+
+// TestPromptGuessRuns checks the guess on texts made of one long run, which the pre-split
+// guess used to count as one word (or nothing): 30,000 random letters were guessed at 1
+// token, about 15,000 exactly. The guess must be within 1.5x of the exact count.
+func TestPromptGuessRuns(t *testing.T) {
+	var tok tokenizers
+	tests := []struct{ name, text string }{
+		{"lower letters", randomLetters(30_000, "abcdefghijklmnopqrstuvwxyz")},
+		{"mixed-case letters", randomLetters(30_000, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")},
+		{"mixed whitespace", randomLetters(30_000, " \t\n\r")},
+		{"alternating whitespace", strings.Repeat(" \n", 15_000)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, _ := json.Marshal(map[string]string{"prompt": tt.text})
+			for _, model := range boundModels {
+				exact := tok.estimatePrompt(routeCompletions, model, body)
+				bound, cheap := promptBound(routeCompletions, model, body)
+				t.Logf("%s: exact %d, guess %d, bound %d", model, exact, cheap, bound)
+				if cheap*3 < exact*2 || cheap > bound {
+					t.Errorf("%s: guess %d, want within [%d, %d] (exact %d)", model, cheap, exact*2/3, bound, exact)
+				}
+			}
+		})
+	}
+}
+
+// TestLongRunReservedAtAdmission: requests of 30,000 random letters (about 15,500 prompt
+// tokens each, bound 30,010) are held in flight against a 100,000-token limit. Their bound
+// fits, so the limiter reserves the guess: at 8 tokens a request it admitted every one of them
+// (30 held, 465,990 charged); now the reservations fill the limit after about 6.
+func TestLongRunReservedAtAdmission(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 64)
+	var tok tokenizers
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		prompt := tok.estimatePrompt(routeChat, "gpt-4o", b) // the upstream's usage: the exact count
+		arrived <- struct{}{}
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":1,"total_tokens":%d}}`, prompt, prompt+1)
+	}))
+	t.Cleanup(up.Close)
+	store := newMapStore()
+	const limit = 100_000
+	e := newEnv(t, Config{Upstreams: []Upstream{{Name: "oa", URL: up.URL, Timeout: time.Minute}}}, newRealLimiter(t, store, limit, 0))
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+
+	body := `{"model":"gpt-4o","messages":[{"role":"user","content":"` + randomLetters(30_000, "abcdefghijklmnopqrstuvwxyz") + `"}]}`
+	exact := tok.estimatePrompt(routeChat, "gpt-4o", []byte(body))
+	var wg sync.WaitGroup
+	admitted, refused := 0, 0
+	for admitted < 30 && refused == 0 {
+		status := make(chan *http.Response, 1)
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+routeChat, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("user", "mallory")
+			resp, err := e.client.Do(req)
+			if err != nil {
+				t.Error(err)
+				status <- nil
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			status <- resp
+		})
+		select {
+		case <-arrived:
+			admitted++
+		case resp := <-status:
+			if resp == nil {
+				t.FailNow()
+			}
+			if resp.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("status %d before the upstream saw the request, want 429", resp.StatusCode)
+			}
+			refused++
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer and no upstream call within 10s")
+		}
+	}
+	free()
+	wg.Wait()
+	e.idle(t)
+	got := store.total("tokens", "mallory")
+	t.Logf("exact %d tokens a request: %d admitted while in flight, then %d refused; charged %d of %d", exact, admitted, refused, got, limit)
+	if refused == 0 || got > limit*12/10 {
+		t.Errorf("admitted %d requests of %d tokens at once, %d charged: want refusals before 1.2x the %d limit", admitted, exact, got, limit)
 	}
 }
