@@ -815,15 +815,18 @@ func (m *bodyMeter) usage() (usage, bool) {
 	return extractUsage(m.held)
 }
 
-// appendTail appends b to tail, keeping only the last usageTailMax bytes.
+// appendTail appends b to tail, keeping at least the last usageTailMax
+// bytes and at most twice that: the older half goes only when the buffer
+// is full, so each byte is moved at most once (a 4 KiB write does not move
+// 60 KiB).
 func appendTail(tail, b []byte) []byte {
 	if len(b) >= usageTailMax {
-		return append(growTo(tail[:0], usageTailMax, usageTailMax), b[len(b)-usageTailMax:]...)
+		return append(growTo(tail[:0], usageTailMax, 2*usageTailMax), b[len(b)-usageTailMax:]...)
 	}
-	if over := len(tail) + len(b) - usageTailMax; over > 0 {
-		tail = tail[:copy(tail, tail[over:])]
+	if len(tail)+len(b) > 2*usageTailMax {
+		tail = tail[:copy(tail, tail[len(tail)-usageTailMax:])]
 	}
-	return append(growTo(tail, len(b), usageTailMax), b...)
+	return append(growTo(tail, len(b), 2*usageTailMax), b...)
 }
 
 func isEventStream(ct []byte) bool {

@@ -14,13 +14,19 @@ import (
 // Per-stream buffer sizes. The read and write buffers are fixed; the
 // others start small and grow, only as far as their bound, when a stream
 // needs them, so the common stream (small events, usage reported) holds
-// about 10 KiB of them and no stream more than 40 KiB, whatever the
-// upstream sends.
+// about 10 KiB of them and no stream more than 40 KiB, or 164 KiB when an
+// event too large to buffer passes (its tail is kept for usage), whatever
+// the upstream sends.
 const (
-	sseReadSize  = 4 << 10  // bufio.Reader over the upstream body
-	sseEventMax  = 16 << 10 // one buffered event; larger ones pass through unbuffered
-	textMax      = 8 << 10  // streamed text kept for the tokenizer fallback
-	usageTailMax = 4 << 10  // tail of an oversized event or body scanned for usage
+	sseReadSize = 4 << 10  // bufio.Reader over the upstream body
+	sseEventMax = 16 << 10 // one buffered event; larger ones pass through unbuffered
+	textMax     = 8 << 10  // streamed text kept for the tokenizer fallback
+	// usageTailMax is the tail of an oversized event or body scanned for
+	// usage: the Responses API puts user and metadata after usage, and
+	// metadata may hold 16 values of 512 characters, about 55 KiB when
+	// every one is escaped. The tail's buffer holds up to twice it, so
+	// that keeping the last bytes moves them once per usageTailMax bytes.
+	usageTailMax = 64 << 10
 	// outMax is what is gathered for one write to the client: a chunk of
 	// it, with its framing, fits fasthttp's 4 KiB connection buffer, so
 	// each flush is one write(2).
@@ -60,7 +66,7 @@ func (b *streamBufs) keep(ev, text, tail []byte) {
 	if cap(text) <= textMax {
 		b.text = text[:0]
 	}
-	if cap(tail) <= usageTailMax {
+	if cap(tail) <= 2*usageTailMax {
 		b.tail = tail[:0]
 	}
 }
