@@ -238,3 +238,22 @@ func TestLongRunReservedAtAdmission(t *testing.T) {
 		t.Errorf("admitted %d requests of %d tokens at once, %d charged: want refusals before 1.2x the %d limit", admitted, exact, got, limit)
 	}
 }
+
+// TestChoicesRefusedAtAdmission: a chat request for n = 8 choices of up to 200 tokens can cost
+// 1,600 completion tokens; a 1,000-token limit refuses it at admission as larger than the
+// limit, where max_tokens counted once (200) admitted it. The same request with n = 1 runs.
+func TestChoicesRefusedAtAdmission(t *testing.T) {
+	up := newFakeLLM(t)
+	store := newMapStore()
+	e := newEnv(t, upstreams(up), newRealLimiter(t, store, 1000, 0))
+	resp, b := e.post(t, routeChat, `{"model":"gpt-4o","max_tokens":200,"n":8,"messages":[{"role":"user","content":"hi"}]}`, "user", "mallory")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("x-should-retry") != "false" {
+		t.Errorf("n 8: status %d, x-should-retry %q (body %.200s): want 429, false", resp.StatusCode, resp.Header.Get("x-should-retry"), b)
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Errorf("n 8: upstream calls: got %d, want 0", n)
+	}
+	if resp, b := e.post(t, routeChat, `{"model":"gpt-4o","max_tokens":200,"n":1,"messages":[{"role":"user","content":"hi"}]}`, "user", "mallory"); resp.StatusCode != http.StatusOK {
+		t.Errorf("n 1: status %d (body %.200s), want 200", resp.StatusCode, b)
+	}
+}

@@ -201,15 +201,22 @@ func (e *estimator) estimate() int64 {
 // and a cheap guess, and the exact count only when the bound cannot decide.
 func (e *estimator) limiterEstimate() limiter.Estimate {
 	bound, cheap := promptBound(e.route, e.model, e.body)
-	return limiter.Estimate{Bound: bound, Cheap: cheap, Exact: e.estimate, MaxOutput: maxOutput(e.body)}
+	return limiter.Estimate{Bound: bound, Cheap: cheap, Exact: e.estimate, MaxOutput: maxOutput(e.route, e.body)}
 }
+
+// maxOutputChoices bounds the n and best_of that maxOutput multiplies by:
+// they are client input, and OpenAI accepts at most 128 choices.
+const maxOutputChoices = 128
 
 // maxOutput is the most output the request asks for: the largest of its
 // top-level max_tokens, max_completion_tokens (chat) and max_output_tokens
-// (Responses), clamped like usage figures; 0 when it names none. One walk
-// of the body's top level, no allocation.
-func maxOutput(body []byte) int64 {
-	var n int64
+// (Responses), times the choices the upstream generates for chat and
+// completions (the larger of n and best_of, at most maxOutputChoices),
+// clamped like usage figures; 0 when it names none. One walk of the body's
+// top level, no allocation.
+func maxOutput(route string, body []byte) int64 {
+	var n, choices int64 = 0, 1
+	multi := route == routeChat || route == routeCompletions
 	f := newMembers(unsafeString(body))
 	for k, v, ok := f.next(); ok; k, v, ok = f.next() {
 		switch k {
@@ -217,7 +224,11 @@ func maxOutput(body []byte) int64 {
 			if x, _ := tokenFigure(gjson.Parse(v)); x > n {
 				n = x
 			}
+		case "n", "best_of":
+			if x, _ := tokenFigure(gjson.Parse(v)); multi && x > choices {
+				choices = min(x, maxOutputChoices)
+			}
 		}
 	}
-	return n
+	return min(n*choices, maxUsageTokens)
 }

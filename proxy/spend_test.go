@@ -104,9 +104,34 @@ func TestMaxOutput(t *testing.T) {
 		{`{"messages":[{"max_tokens":99}]}`, 0}, // only the top level counts
 		{`{"max_tok\u0065ns":500}`, 500},        // as every JSON decoder upstream reads it
 		{`{"max_completion_tok\u0065ns":64,"max_tokens":16}`, 64},
+		{`{"max_tokens":100,"n":4}`, 400}, // every choice can be max_tokens long
+		{`{"n":4,"max_completion_tokens":100}`, 400},
+		{`{"max_tokens":100,"n":1}`, 100},
+		{`{"max_tokens":100,"n":0}`, 100},
+		{`{"max_tokens":100,"n":-3}`, 100},
+		{`{"max_tokens":100,"n":"4"}`, 100},
+		{`{"max_tokens":100,"n":1e9}`, 100 * maxOutputChoices}, // n is client input: bounded
+		{`{"max_tokens":1e300,"n":4}`, maxUsageTokens},         // the product clamped
+		{`{"n":4}`, 0},
+		{`{"messages":[{"n":4}],"max_tokens":100}`, 100}, // only the top level counts
 	} {
-		if got := maxOutput([]byte(tc.body)); got != tc.want {
-			t.Errorf("maxOutput(%s) = %d, want %d", tc.body, got, tc.want)
+		for _, route := range []string{routeChat, routeCompletions} {
+			if got := maxOutput(route, []byte(tc.body)); got != tc.want {
+				t.Errorf("maxOutput(%s, %s) = %d, want %d", route, tc.body, got, tc.want)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		route, body string
+		want        int64
+	}{
+		{routeCompletions, `{"max_tokens":100,"best_of":5,"n":2}`, 500}, // best_of are generated, n returned
+		{routeCompletions, `{"max_tokens":100,"best_of":2,"n":3}`, 300},
+		{routeResponses, `{"max_output_tokens":100,"n":4}`, 100}, // no choices there
+		{routeMessages, `{"max_tokens":100,"n":4}`, 100},
+	} {
+		if got := maxOutput(tc.route, []byte(tc.body)); got != tc.want {
+			t.Errorf("maxOutput(%s, %s) = %d, want %d", tc.route, tc.body, got, tc.want)
 		}
 	}
 }
