@@ -148,7 +148,8 @@ func TestHardeningDeepJSON(t *testing.T) {
 }
 
 // TestHardeningDuplicateKeys (medium finding 7): a body that repeats a
-// top-level key, in any spelling, is refused and never forwarded.
+// key (at the top or in any nested object), in any spelling, is refused and
+// never forwarded.
 func TestHardeningDuplicateKeys(t *testing.T) {
 	up := newFakeLLM(t)
 	e := newEnv(t, upstreams(up), nil)
