@@ -206,8 +206,9 @@ func (m *metered) reverseStream(cw *coalescer) (rerr, werr error) {
 // countTokens answers count_tokens for a model only chat completions
 // upstreams serve: {"input_tokens": N}, N the gateway's count of the
 // translated request's prompt with the model's tokenizer (as for a chat
-// request: message text and OpenAI's per-message overhead; tools and
-// images are not counted). Nothing is sent upstream, nothing is charged.
+// request: message text, OpenAI's per-message overhead, and tool
+// definitions and calls as their JSON text; images are not counted).
+// Nothing is sent upstream, nothing is charged.
 func (m *metered) countTokens(ctx *fasthttp.RequestCtx) *apiError {
 	n := m.p.tok.estimatePrompt(routeChat, m.ex.model, m.rev.send)
 	b := append(make([]byte, 0, 40), `{"input_tokens":`...)
