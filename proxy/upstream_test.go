@@ -191,29 +191,37 @@ func TestHardeningUpstreamNoLeakAcrossRequests(t *testing.T) {
 			})
 			e := rawEnv(t, u)
 			users := []string{"alice", "bob", "carol", "dave"}
-			for i, who := range users {
-				resp, body := e.post(t, routeChat, chatFor(who), "user", who)
-				if resp.StatusCode != http.StatusOK {
-					t.Fatalf("%s: status: got %d, want 200 (body %s)", who, resp.StatusCode, body)
-				}
-				if bytes.Contains(body, []byte("INJECTED")) {
-					t.Errorf("%s got the injected response: %s", who, body)
-				}
-				if want := "answer to " + who; !bytes.Contains(body, []byte(want)) {
-					t.Errorf("%s: got body %s, want the answer %q", who, body, want)
-				}
-				if i == 0 {
-					select {
-					case <-sent:
-					case <-time.After(5 * time.Second):
-						t.Fatal("the upstream never wrote the injected response")
-					}
-				}
-			}
+			wantOwnAnswers(t, e, users, sent)
 			if got, want := u.requests.Load(), int64(len(users)); got != want {
 				t.Errorf("requests the upstream read: got %d, want %d", got, want)
 			}
 		})
+	}
+}
+
+// wantOwnAnswers sends a chat for each user in turn, each expecting its own
+// answer ("answer to USER") and not the response the upstream injected
+// (INJECTED) after the first, once sent says it was written.
+func wantOwnAnswers(t *testing.T, e *env, users []string, sent <-chan struct{}) {
+	t.Helper()
+	for i, who := range users {
+		resp, body := e.post(t, routeChat, chatFor(who), "user", who)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status: got %d, want 200 (body %s)", who, resp.StatusCode, body)
+		}
+		if bytes.Contains(body, []byte("INJECTED")) {
+			t.Errorf("%s got the injected response: %s", who, body)
+		}
+		if want := "answer to " + who; !bytes.Contains(body, []byte(want)) {
+			t.Errorf("%s: got body %s, want the answer %q", who, body, want)
+		}
+		if i == 0 {
+			select {
+			case <-sent:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream never wrote the injected response")
+			}
+		}
 	}
 }
 

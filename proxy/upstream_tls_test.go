@@ -125,25 +125,7 @@ func TestTLSUpstreamNoLeakAcrossRequests(t *testing.T) {
 					}
 				}
 			})
-			for i, who := range []string{"alice", "bob", "carol"} {
-				resp, body := e.post(t, routeChat, chatFor(who), "user", who)
-				if resp.StatusCode != http.StatusOK {
-					t.Fatalf("%s: status: got %d, want 200 (body %s)", who, resp.StatusCode, body)
-				}
-				if bytes.Contains(body, []byte("INJECTED")) {
-					t.Errorf("%s got the stray response: %s", who, body)
-				}
-				if want := "answer to " + who; !bytes.Contains(body, []byte(want)) {
-					t.Errorf("%s: got body %s, want the answer %q", who, body, want)
-				}
-				if i == 0 {
-					select {
-					case <-sent:
-					case <-time.After(5 * time.Second):
-						t.Fatal("the upstream never wrote the stray response")
-					}
-				}
-			}
+			wantOwnAnswers(t, e, []string{"alice", "bob", "carol"}, sent)
 			if got, want := u.requests.Load(), int64(3); got != want {
 				t.Errorf("requests the upstream read: got %d, want %d", got, want)
 			}
