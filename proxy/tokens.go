@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -124,7 +125,7 @@ func (t *tokenizers) count(model string, text []byte) int64 {
 			return n
 		}
 		// The codec does not retain its input, so a zero-copy view is safe.
-		if n, err := c.Count(unsafeString(sample)); err == nil {
+		if n, err := countPieces(c, unsafeString(sample)); err == nil {
 			total := int64(n) * int64(len(text)) / int64(len(sample))
 			t.cache.put(k, total)
 			return total
@@ -132,6 +133,42 @@ func (t *tokenizers) count(model string, text []byte) int64 {
 	}
 	return int64(len(text)+3) / 4
 }
+
+// maxSpaceRun is the longest run of white space the tokenizer is given in
+// one piece. Its pre-split pattern (`\s*[\r\n]+|\s+(?!\S)|\s+`) backtracks
+// over a run of mixed spaces and newlines once per match, so 64 KiB of
+// " \n" took 2 s; cut into pieces, a run costs time linear in its length,
+// and each cut changes the count by at most a token.
+const maxSpaceRun = 64
+
+// countPieces counts the tokens of s, cutting it inside every run of white
+// space at each maxSpaceRun-th character of the run.
+func countPieces(c tokenizer.Codec, s string) (int, error) {
+	total, start, run := 0, 0, 0
+	for i, r := range s {
+		if !unicode.IsSpace(r) {
+			run = 0
+			continue
+		}
+		if run++; run < maxSpaceRun {
+			continue
+		}
+		n, err := c.Count(s[start:i])
+		if err != nil {
+			return 0, err
+		}
+		total, start, run = total+n, i, 0
+	}
+	n, err := c.Count(s[start:])
+	return total + n, err
+}
+
+// requestTokenizeMax bounds the text one prompt count tokenizes, over all
+// of a request's texts (each also capped at exactTokenizeMax): past it,
+// texts are counted at the tokens per byte seen so far, or the cheap guess
+// if that is more, so a 10 MiB body of many texts costs tens of
+// milliseconds, not seconds.
+const requestTokenizeMax = 256 << 10
 
 // Per-message overhead of the chat format, as in OpenAI's token counting
 // guide: every message costs 3 tokens besides its fields, a name 1 more, and
@@ -192,6 +229,24 @@ type counter struct {
 	o200k bool  // guess weights for o200k_base (else cl100k_base)
 	n     int64 // tokens, or their bound
 	milli int64 // cheap guess, in thousandths of a token
+	// Exact counting (t set): the bytes of the texts counted with the
+	// tokenizer and their tokens, against requestTokenizeMax.
+	tokBytes, tokTokens int64
+}
+
+// exact counts text (raw: its JSON form, for the cheap guess, unescaped as
+// a string's when unescape) with the tokenizer while the request's budget
+// lasts, then at the tokens per byte counted so far, or the cheap guess of
+// raw if more.
+func (c *counter) exact(text []byte, raw string, unescape bool) int64 {
+	if c.tokBytes < requestTokenizeMax {
+		n := c.t.count(c.model, text)
+		c.tokBytes += int64(len(text))
+		c.tokTokens += n
+		return n
+	}
+	_, g := measureText(raw, unescape, isO200k(c.model))
+	return max(int64(len(text))*c.tokTokens/c.tokBytes, (g+999)/1000)
 }
 
 // walk counts body as estimatePrompt documents it.
@@ -283,7 +338,11 @@ func (c *counter) text(v gjson.Result) {
 		return
 	}
 	if c.t != nil {
-		c.n += c.t.count(c.model, unsafeBytes(v.Str))
+		raw := v.Raw
+		if len(raw) >= 2 {
+			raw = raw[1 : len(raw)-1]
+		}
+		c.n += c.exact(unsafeBytes(v.Str), raw, true)
 		return
 	}
 	b, g := measure(v.Raw, c.o200k)
@@ -310,7 +369,7 @@ func (c *counter) json(v gjson.Result) {
 		return
 	}
 	if c.t != nil {
-		c.n += c.t.count(c.model, unsafeBytes(v.Raw))
+		c.n += c.exact(unsafeBytes(v.Raw), v.Raw, false)
 		return
 	}
 	b, g := measureText(v.Raw, false, c.o200k)
