@@ -70,7 +70,7 @@ func (m *metered) meterStream(c *sseCopier) {
 		}
 		m.ex.prompt, m.ex.completion = m.est.estimate(), c.anth.CompletionTokens()
 	case c.haveUsage:
-		m.setUsage(c.usage)
+		m.setUsage(c.meteredUsage())
 	default:
 		m.ex.prompt, m.ex.completion = m.est.estimate(), c.completionTokens()
 	}

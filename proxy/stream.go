@@ -133,11 +133,15 @@ type sseCopier struct {
 	midLine bool   // the last piece read did not end a line
 	pending bool   // bytes were written since the last flush
 
-	usage      usage
-	haveUsage  bool
-	text       []byte // streamed text not yet counted
-	textTokens int64  // tokens of text already counted
-	tail       []byte
+	usage     usage
+	haveUsage bool
+	// finished: a choice has ended (finish_reason) or the Responses
+	// stream's final event came; usageFinal: the usage kept came then, so
+	// it counts the whole output (see meteredUsage).
+	finished, usageFinal bool
+	text                 []byte // streamed text not yet counted
+	textTokens           int64  // tokens of text already counted
+	tail                 []byte
 }
 
 // newSSECopier reads the upstream body through b.br, which the caller has
@@ -287,7 +291,9 @@ func (c *sseCopier) endEvent(dst io.Writer) error {
 // is in its tail.
 func (c *sseCopier) endBig() {
 	if u, ok := usageFromTail(c.tail); ok {
-		c.usage, c.haveUsage = u, true
+		// An event too large to buffer that carries usage is a final
+		// one in practice (response.completed with its whole response).
+		c.usage, c.haveUsage, c.usageFinal = u, true, true
 	}
 	c.big = false
 	c.tail = c.tail[:0]
@@ -327,16 +333,18 @@ func (c *sseCopier) observe(data []byte) {
 	}
 	if c.kind == kindResponses && use == "" && resp != "" {
 		use = rawField(resp, "usage")
-	}
-	if len(use) > 0 && use[0] == '{' {
-		if u, ok := usageFromObject(gjson.Parse(use)); ok {
-			c.usage, c.haveUsage = u, true
+		switch typ {
+		case `"response.completed"`, `"response.incomplete"`, `"response.failed"`:
+			c.finished = true
 		}
 	}
 	switch c.kind {
 	case kindChat:
 		chs := newMembers(choices)
 		for _, ch, ok := chs.next(); ok; _, ch, ok = chs.next() {
+			if r := rawField(ch, "finish_reason"); r != "" && r != "null" {
+				c.finished = true
+			}
 			c.addText(rawField(ch, "text"))
 			d := rawField(ch, "delta")
 			if d == "" {
@@ -363,6 +371,23 @@ func (c *sseCopier) observe(data []byte) {
 			c.addText(delta)
 		}
 	}
+	if len(use) > 0 && use[0] == '{' {
+		if u, ok := usageFromObject(gjson.Parse(use)); ok {
+			c.usage, c.haveUsage, c.usageFinal = u, true, c.finished
+		}
+	}
+}
+
+// meteredUsage is the stream's usage as metered: the upstream's, except
+// that usage reported before the output ended (an upstream that sends it
+// early or on every chunk, then a stream cut) counts at least the tokens
+// of the text that streamed. Final usage is the upstream's word.
+func (c *sseCopier) meteredUsage() usage {
+	u := c.usage
+	if !c.usageFinal {
+		u.completion = max(u.completion, c.completionTokens())
+	}
+	return u
 }
 
 // addText adds the raw JSON string raw to the streamed text. When the text

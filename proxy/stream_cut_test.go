@@ -72,9 +72,9 @@ func TestAnthropicStreamCutMetered(t *testing.T) {
 
 // TestReverseStreamCutEarlyUsage: a Messages request served by a chat
 // completions upstream that reports usage before its text (as some
-// OpenAI-compatible servers do) is metered, when the client cuts the
-// stream, for the text that streamed, not for the early usage's
-// completion_tokens.
+// OpenAI-compatible servers do), and a chat request served by it, are
+// metered, when the client cuts the stream, for the text that streamed,
+// not for the early usage's completion_tokens.
 func TestReverseStreamCutEarlyUsage(t *testing.T) {
 	t.Parallel()
 	const n = 400
@@ -103,25 +103,34 @@ func TestReverseStreamCutEarlyUsage(t *testing.T) {
 		fmt.Fprint(w, "data: [DONE]\n\n")
 	}))
 	t.Cleanup(up.Close)
-	for _, cut := range []bool{true, false} {
+	for _, tc := range []struct{ route, delta string }{{routeMessages, `"text_delta","text":"`}, {routeChat, `"content":"`}} {
+		for _, cut := range []bool{true, false} {
+			streamCutEarlyUsage(t, up.URL, tc.route, tc.delta, n, cut)
+		}
+	}
+}
+
+func streamCutEarlyUsage(t *testing.T, url, route, delta string, n int, cut bool) {
+	t.Helper()
+	{
 		store := newMapStore()
-		e := newEnv(t, Config{Upstreams: []Upstream{{Name: "oa", URL: up.URL, Models: []string{"gpt-*"}, Timeout: time.Minute}}},
+		e := newEnv(t, Config{Upstreams: []Upstream{{Name: "oa", URL: url, Models: []string{"gpt-*"}, Timeout: time.Minute}}},
 			newRealLimiter(t, store, 1_000_000, 0))
-		deltas := readStreamCut(t, e, "gpt-4o", routeMessages, `"text_delta","text":"`, n, cut)
+		deltas := readStreamCut(t, e, "gpt-4o", route, delta, n, cut)
 		p, c := e.tokens("cutter", "gpt-4o")
 		t.Logf("cut %v after %d text deltas: metered %v + %v, charged %d", cut, deltas, p, c, store.total("tokens", "cutter"))
 		if p != 9 || store.total("tokens", "cutter") != int64(p+c) {
 			t.Errorf("cut %v: got %v prompt tokens, charged %d; want 9, prompt + completion", cut, p, store.total("tokens", "cutter"))
 		}
 		if !cut {
-			if c != n {
-				t.Errorf("whole stream: got %v completion tokens, want the final usage's %d", c, n)
+			if c != float64(n) {
+				t.Errorf("%s whole stream: got %v completion tokens, want the final usage's %d", route, c, n)
 			}
-			continue
+			return
 		}
 		lo, hi := e.p.tok.count("gpt-4o", mockWords(deltas)), e.p.tok.count("gpt-4o", mockWords(n))
 		if c < float64(lo) || c > float64(hi) {
-			t.Errorf("cut after %d text deltas: got %v completion tokens, want %d to %d (their tokens)", deltas, c, lo, hi)
+			t.Errorf("%s cut after %d text deltas: got %v completion tokens, want %d to %d (their tokens)", route, deltas, c, lo, hi)
 		}
 	}
 }
