@@ -301,6 +301,10 @@ func TestRestrictedKeyPassthrough(t *testing.T) {
 		{"bob's JSON without a Content-Type", keyBob, "POST", "/v1/images/generations", "", imageJSON, 403, "model_not_allowed", false},
 		{"bob's JSON as text/plain", keyBob, "POST", "/v1/images/generations", "text/plain", imageJSON, 403, "model_not_allowed", false},
 		{"bob cancels a batch (no body)", keyBob, "POST", "/v1/batches/b1/cancel", "", "", 403, "model_not_allowed", false},
+		{"bob names two models in one form", keyBob, "POST", "/v1/images/edits", "multipart/form-data; boundary=XX", strings.TrimSuffix(form("llama-vision"), "--XX--\r\n") + "--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-image-1\r\n--XX--\r\n", 400, "duplicate_key", false},
+		{"bob retrieves a model he may call", keyBob, "GET", "/v1/models/llama-3", "", "", 0, "", true},
+		{"bob retrieves a model he may not call", keyBob, "GET", "/v1/models/gpt-4o", "", "", 403, "model_not_allowed", false},
+		{"alice cancels a batch, JSON with no body", keyAlice, "POST", "/v1/batches/b1/cancel", "application/json", "", 0, "", true},
 		{"alice lists files", keyAlice, "GET", "/v1/files", "", "", 0, "", true},
 		{"alice edits an image with gpt-image-1", keyAlice, "POST", "/v1/images/edits", "multipart/form-data; boundary=XX", form("gpt-image-1"), 0, "", true},
 	} {

@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"math"
 	"math/bits"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -65,7 +66,9 @@ const maxReportedKey = 256
 // differ from what the upstream runs. Keys are compared as
 // encoding/json would decode them: escapes are resolved, and invalid UTF-8
 // and unpaired surrogates become U+FFFD, so `"model"` and `"mod\u0065l"`
-// are the same key (gjson reads the first of two, most upstreams the last).
+// are the same key (gjson reads the first of two, most upstreams the last);
+// top-level keys are also compared case-insensitively, as encoding/json
+// matches struct fields, so `"Model"` repeats `"model"` (see keySet.fold).
 //
 // The problems are reported in this order: bodyTooDeep as soon as the
 // nesting passes the limit, then bodyInvalid, bodyNotObject and
@@ -85,7 +88,7 @@ func checkBody(b []byte) (problem bodyProblem, key string) {
 	}
 	var sc bodyScanner
 	var inline [2 * inlineKeys]keySlot // the key table while it is small, on the stack
-	sc.keys.slots = inline[:]
+	sc.keys.slots, sc.keys.fold = inline[:], true
 	var deep [inlineDeepLevels][inlineDeepKeys]keySlot // those of nested objects
 	for d := range deep {
 		sc.deep[d].slots = deep[d][:]
@@ -390,6 +393,12 @@ func isHexDigit(c byte) bool {
 type keySet struct {
 	n     int
 	slots []keySlot
+	// fold compares keys case-insensitively, as encoding/json matches
+	// struct fields (Go upstreams, Ollama's among them, read "Model" as
+	// model): for the top-level object, where no two keys of a real
+	// request differ only in case. Nested objects (tool schemas' properties)
+	// may hold such keys and are compared exactly.
+	fold bool
 }
 
 // inlineKeys is how many keys a body may have before the key table moves to
@@ -404,14 +413,14 @@ type keySlot struct {
 // add records the key whose content is b[start:end] (esc: it holds escapes)
 // and reports whether it is new.
 func (s *keySet) add(b []byte, start, end int, esc bool) bool {
-	h := keyHash(b, start, end, esc)
+	h := keyHash(b, start, end, esc, s.fold)
 	mask := uint32(len(s.slots) - 1)
 	for j := h & mask; ; j = (j + 1) & mask {
 		sl := s.slots[j]
 		if sl.off == 0 {
 			break
 		}
-		if sl.hash == h && sameKey(b, int(sl.off-1), start) {
+		if sl.hash == h && sameKey(b, int(sl.off-1), start, s.fold) {
 			return false
 		}
 	}
@@ -468,8 +477,8 @@ var keySeed = maphash.MakeSeed()
 
 // keyHash hashes the decoded runes of a key, as UTF-8, with keySeed: two
 // spellings of one key (escaped or not) hash alike.
-func keyHash(b []byte, start, end int, esc bool) uint32 {
-	if !esc && isASCII(b[start:end]) {
+func keyHash(b []byte, start, end int, esc, fold bool) uint32 {
+	if !esc && !fold && isASCII(b[start:end]) {
 		return uint32(maphash.Bytes(keySeed, b[start:end]))
 	}
 	var h maphash.Hash
@@ -480,9 +489,24 @@ func keyHash(b []byte, start, end int, esc bool) uint32 {
 		if n == 0 {
 			return uint32(h.Sum64())
 		}
+		if fold {
+			r = foldRune(r)
+		}
 		_, _ = h.Write(utf8.AppendRune(enc[:0], r))
 		i += n
 	}
+}
+
+// foldRune is encoding/json's case folding of a rune (its foldName): keys
+// equal under it match the same struct field.
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		if 'a' <= r && r <= 'z' {
+			return r - 'a' + 'A'
+		}
+		return r
+	}
+	return unicode.ToUpper(unicode.ToLower(r))
 }
 
 func isASCII(b []byte) bool {
@@ -496,10 +520,13 @@ func isASCII(b []byte) bool {
 
 // sameKey reports whether the keys whose content starts at b[i] and b[j]
 // decode to the same text.
-func sameKey(b []byte, i, j int) bool {
+func sameKey(b []byte, i, j int, fold bool) bool {
 	for {
 		r1, n1 := nextKeyRune(b, i)
 		r2, n2 := nextKeyRune(b, j)
+		if fold {
+			r1, r2 = foldRune(r1), foldRune(r2)
+		}
 		if r1 != r2 || (n1 == 0) != (n2 == 0) {
 			return false
 		}

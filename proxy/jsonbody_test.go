@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 func TestJSONCheckBody(t *testing.T) {
@@ -66,7 +67,9 @@ func TestJSONCheckBody(t *testing.T) {
 		{"repeat deep down", strings.Repeat(`{"a":[`, 20) + `{"k":1,"k":2}` + strings.Repeat("]}", 20), bodyDuplicateKey, "k"},
 		{"same key in sibling objects", `{"a":{"x":1},"b":{"x":2},"c":[{"y":1},{"y":2}],"x":3}`, bodyOK, ""},
 		{"siblings after a large object", `{"a":` + manyKeysString(300) + `,"b":[` + strings.Repeat(`{"x":1,"y":2},`, 50) + `{"x":1,"x":2}]}`, bodyDuplicateKey, "x"},
-		{"case differs", `{"model":1,"Model":2}`, bodyOK, ""},
+		{"case differs at the top", `{"model":"llama3","Model":"forbidden"}`, bodyDuplicateKey, "Model"}, // Go upstreams read both as model
+		{"case folds like encoding/json", "{\"ks\":1,\"\u212a\u017f\":2}", bodyDuplicateKey, "\u212a\u017f"},
+		{"case differs below the top", `{"tools":[{"parameters":{"properties":{"ID":{},"id":{}}}}]}`, bodyOK, ""},
 		{"prefix differs", `{"mode":1,"model":2,"models":3}`, bodyOK, ""},
 		{"escaped quote differs", `{"a\"":1,"a":2}`, bodyOK, ""},
 		{"pair vs lone surrogates differ", `{"\ud83d\ude00":1,"\ud83d\u0041":2}`, bodyOK, ""},
@@ -220,9 +223,13 @@ func refKeys(b []byte) (dup string, found bool) {
 			return "", false
 		}
 		if n := len(stack); n > 0 && stack[n-1].key {
-			if k, ok := tok.(string); ok {
+			if key, ok := tok.(string); ok {
+				k := key
+				if n == 1 { // top-level keys match case-insensitively, as encoding/json's fields do
+					k = strings.Map(func(r rune) rune { return unicode.ToUpper(unicode.ToLower(r)) }, k)
+				}
 				if stack[n-1].seen[k] {
-					return k, true
+					return key, true
 				}
 				stack[n-1].seen[k] = true
 				stack[n-1].key = false

@@ -3,9 +3,11 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -28,7 +30,12 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte,
 		return false
 	}
 	var held *reqBody // an upload read whole to find its model
-	if c.restricted() {
+	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && ctx.IsGet() && c.restricted() && !c.allows(id) {
+		p.reply(ctx, ex, errModelNotAllowed(id))
+		p.finish(ex)
+		return false
+	}
+	if c.restricted() && !(ctx.IsGet() && strings.HasPrefix(path, "/v1/models/")) {
 		var aerr *apiError
 		if held, aerr = p.uploadModel(ctx, c); aerr != nil {
 			p.reply(ctx, ex, aerr)
@@ -93,20 +100,31 @@ func (p *Proxy) uploadModel(ctx *fasthttp.RequestCtx, c caller) (*reqBody, *apiE
 	if aerr != nil {
 		return nil, aerr
 	}
+	// Every part is read: form parsers upstream keep the last of two
+	// model fields, so a form naming two is refused, not checked on one.
 	model, found := "", false
 	r := multipart.NewReader(bytes.NewReader(body.b), params["boundary"])
-	for range maxUploadParts {
+	for parts := 0; aerr == nil; parts++ {
 		part, err := r.NextPart()
-		if err != nil {
-			break
-		}
-		if part.FormName() == "model" {
+		switch {
+		case errors.Is(err, io.EOF):
+		case err != nil || parts == maxUploadParts:
+			aerr = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest,
+				message: fmt.Sprintf("The multipart body could not be read (or has more than %d parts).", maxUploadParts)}
+		case part.FormName() == "model" && found:
+			aerr = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
+				message: "The form repeats the field `model`."}
+		case part.FormName() == "model":
 			b, _ := io.ReadAll(io.LimitReader(part, maxModelBytes+1))
 			model, found = string(b), true
-			break
+			continue
+		default:
+			continue
 		}
+		break
 	}
 	switch {
+	case aerr != nil:
 	case !found || model == "":
 		aerr = errUnattributable()
 	case len(model) > maxModelBytes:

@@ -183,18 +183,18 @@ func isJSON(ct []byte) bool {
 		(len(ct) == len(js) || ct[len(js)] == ';' || ct[len(js)] == ' ')
 }
 
-// mayBeJSON reports whether a POST body must be read as JSON: it says it is
-// JSON, or it is not empty and not an upload (multipart or url-encoded
-// form, octet-stream). Many upstreams parse a body without a Content-Type,
+// mayBeJSON reports whether a POST body must be read as JSON: it is not
+// empty, and it says it is JSON or is not an upload (multipart or
+// url-encoded form, octet-stream). Many upstreams parse a body without a Content-Type,
 // or with text/plain, as JSON, so the header alone must not let a body
 // naming a model pass unchecked and unlimited.
 func mayBeJSON(h *fasthttp.RequestHeader) bool {
+	if h.ContentLength() == 0 {
+		return false // cancel calls: SDKs send Content-Type: application/json and no body
+	}
 	ct := h.ContentType()
 	if isJSON(ct) {
 		return true
-	}
-	if h.ContentLength() == 0 {
-		return false
 	}
 	mt, _, _ := strings.Cut(string(ct), ";")
 	switch strings.ToLower(strings.TrimSpace(mt)) {
