@@ -75,10 +75,11 @@ func (a *App) ReloadFile(src configSource, force bool) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	res, err := src.read()
-	if err == nil && res.Empty {
+	if err == nil && res.Empty && res.Hash != a.hash {
 		// A file cut short or written empty (a failed template, an editor
 		// mid-save) would reload as all defaults: no auth, no limits, the
-		// default upstream. A running replica keeps what it has.
+		// default upstream. A running replica keeps what it has; one that
+		// started on this very file runs it already.
 		err = errors.New(src.path + ": holds no settings (empty, only comments, or null); write {} to run on the built-in defaults")
 	}
 	if err != nil {

@@ -398,3 +398,31 @@ func TestReloadUnderLoad(t *testing.T) {
 		t.Errorf("failed reloads: got %v, want 0", got)
 	}
 }
+
+// TestReloadEmptyFileItStartedOn: a replica may start on a file that holds
+// no settings (everything from the environment); file events that leave it
+// as it is are no failed reloads, while a file that becomes empty is.
+func TestReloadEmptyFileItStartedOn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeFile(t, path, "# every setting comes from the environment\n")
+	src := configSource{path: path, environ: []string{"GENAI_GATEWAY_LISTEN=127.0.0.1:0", "GENAI_GATEWAY_METRICS_LISTEN=127.0.0.1:0"}}
+	res, err := src.read()
+	if err != nil || !res.Empty {
+		t.Fatalf("read: %v, empty %v", err, res.Empty)
+	}
+	app := startApp(t, res.Config)
+	app.SetConfigHash(res.Hash)
+	if err := app.ReloadFile(src, false); err != nil {
+		t.Errorf("a file event, file unchanged: %v", err)
+	}
+	if err := app.ReloadFile(src, true); err != nil {
+		t.Errorf("SIGHUP, file unchanged: %v", err)
+	}
+	if got := testutil.ToFloat64(app.metrics.reloads.WithLabelValues("failure")); got != 0 {
+		t.Errorf("failed reloads: %v, want 0", got)
+	}
+	writeFile(t, path, "# moved to the new repository\n")
+	if err := app.ReloadFile(src, false); err == nil || !strings.Contains(err.Error(), "holds no settings") {
+		t.Errorf("a different empty file: got %v, want it refused", err)
+	}
+}
