@@ -478,8 +478,17 @@ var keySeed = maphash.MakeSeed()
 // keyHash hashes the decoded runes of a key, as UTF-8, with keySeed: two
 // spellings of one key (escaped or not) hash alike.
 func keyHash(b []byte, start, end int, esc, fold bool) uint32 {
-	if !esc && !fold && isASCII(b[start:end]) {
-		return uint32(maphash.Bytes(keySeed, b[start:end]))
+	if !esc && isASCII(b[start:end]) {
+		if !fold {
+			return uint32(maphash.Bytes(keySeed, b[start:end]))
+		}
+		if end-start <= 64 { // the usual top-level key: folded on the stack
+			var up [64]byte
+			for i, c := range b[start:end] {
+				up[i] = byte(foldRune(rune(c)))
+			}
+			return uint32(maphash.Bytes(keySeed, up[:end-start]))
+		}
 	}
 	var h maphash.Hash
 	h.SetSeed(keySeed)
