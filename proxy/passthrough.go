@@ -30,19 +30,20 @@ func (p *Proxy) passthrough(ctx *fasthttp.RequestCtx, path string, query []byte,
 		return false
 	}
 	var held *reqBody // an upload read whole to find its model
-	if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && ctx.IsGet() && c.restricted() && !c.allows(id) {
-		p.reply(ctx, ex, errModelNotAllowed(id))
-		p.finish(ex)
-		return false
-	}
-	if c.restricted() && !(ctx.IsGet() && strings.HasPrefix(path, "/v1/models/")) {
+	if c.restricted() {
 		var aerr *apiError
-		if held, aerr = p.uploadModel(ctx, c); aerr != nil {
+		if id, ok := strings.CutPrefix(path, "/v1/models/"); ok && ctx.IsGet() {
+			if !c.allows(id) {
+				aerr = errModelNotAllowed(id)
+			}
+		} else if held, aerr = p.uploadModel(ctx, c); aerr == nil {
+			defer p.releaseBody(held)
+		}
+		if aerr != nil {
 			p.reply(ctx, ex, aerr)
 			p.finish(ex)
 			return false
 		}
-		defer p.releaseBody(held)
 	}
 	var deadline time.Time
 	if up.Timeout > 0 {
